@@ -1,0 +1,84 @@
+"""The architecture description every model family is converted to.
+
+One frozen dataclass describes every supported decoder-only transformer. A family module
+(`gpt2.py`, `llama.py`, ...) only translates a transformers config and state dict into this
+description and our weight layout; the forward pass in `transformer.py` is shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Norm = Literal["layernorm", "rmsnorm", "none"]
+Positional = Literal["learned", "rotary", "none"]
+Activation = Literal["gelu_new", "gelu", "gelu_tanh", "relu", "silu"]
+MLPKind = Literal["plain", "gated", "none"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shapes and switches of one transformer. `none` for `mlp` gives an attention-only model."""
+
+    family: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_head: int
+    d_mlp: int
+    vocab_size: int
+    n_kv_heads: int | None = None  # grouped-query attention; None = n_heads
+    n_ctx: int = 2048
+    norm: Norm = "layernorm"
+    norm_eps: float = 1e-5
+    positional: Positional = "learned"
+    rope_theta: float = 10000.0
+    rotary_dim: int | None = None  # partial rotary; None = d_head
+    mlp: MLPKind = "plain"
+    act: Activation = "gelu_new"
+    causal: bool = True
+    attn_scale: float | None = None  # None = 1/sqrt(d_head)
+    sliding_window: int | None = None
+    parallel_attn_mlp: bool = False  # GPT-NeoX style: MLP reads the same residual as attention
+    final_norm: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.kv_heads}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value group (1 without grouped-query attention)."""
+        return self.n_heads // self.kv_heads
+
+    @property
+    def is_gqa(self) -> bool:
+        return self.kv_heads != self.n_heads
+
+    @property
+    def has_mlp(self) -> bool:
+        return self.mlp != "none"
+
+    @property
+    def scale(self) -> float:
+        return self.attn_scale if self.attn_scale is not None else self.d_head**-0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config field(s) {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**d)

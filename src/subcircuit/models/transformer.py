@@ -1,0 +1,236 @@
+"""Our own forward pass, written so that every component's output is a separate tensor.
+
+Every supported family is converted to one weight layout (TransformerLens-like, per head):
+
+    W_E  [vocab d_model]            W_pos [n_ctx d_model] (learned positions only)
+    W_Q  [head d_model d_head]      W_K, W_V [kv_head d_model d_head]     W_O [head d_head d_model]
+    W_in [d_model d_mlp]  (W_gate for gated MLPs)                         W_out [d_mlp d_model]
+    W_U  [d_model vocab]
+
+The forward pass is split into pure functions over these weights: `embed`, `attention`
+(per-head outputs from per-head query/key/value inputs), `mlp` and `unembed`. The plain forward
+(`Transformer.forward`) and the patched forward (`subcircuit.patching`) are both built from
+them. In the patched forward each head may read its own residual stream for its query, key and
+value, which is what makes edge-level interventions possible.
+
+Axis names: `c` mask configurations, `s` slots (heads or key/value groups that read their own
+input), `b` batch, `p` position, `d` d_model, `e` d_head, `v` vocab.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from subcircuit.models.config import ModelConfig
+
+
+def _zeros(*shape: int) -> nn.Parameter:
+    return nn.Parameter(torch.zeros(*shape))
+
+
+def _ones(*shape: int) -> nn.Parameter:
+    return nn.Parameter(torch.ones(*shape))
+
+
+class Block(nn.Module):
+    """Weights of one layer. Absent biases are stored as zeros so the code has one shape."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        H, K, D, E, M = cfg.n_heads, cfg.kv_heads, cfg.d_model, cfg.d_head, cfg.d_mlp
+        self.ln1_w, self.ln1_b = _ones(D), _zeros(D)
+        self.W_Q, self.b_Q = _zeros(H, D, E), _zeros(H, E)
+        self.W_K, self.b_K = _zeros(K, D, E), _zeros(K, E)
+        self.W_V, self.b_V = _zeros(K, D, E), _zeros(K, E)
+        self.W_O, self.b_O = _zeros(H, E, D), _zeros(D)
+        if cfg.has_mlp:
+            self.ln2_w, self.ln2_b = _ones(D), _zeros(D)
+            self.W_in, self.b_in = _zeros(D, M), _zeros(M)
+            if cfg.mlp == "gated":
+                self.W_gate = _zeros(D, M)
+            self.W_out, self.b_out = _zeros(M, D), _zeros(D)
+
+
+class Transformer(nn.Module):
+    """A decoder-only transformer in our weight layout. Build one with a family converter
+    (`subcircuit.models.from_hf`) or `subcircuit.models.load`; an untrained one with
+    `Transformer(cfg)` (all weights zero)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.W_E = _zeros(cfg.vocab_size, cfg.d_model)
+        if cfg.positional == "learned":
+            self.W_pos = _zeros(cfg.n_ctx, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.lnf_w, self.lnf_b = _ones(cfg.d_model), _zeros(cfg.d_model)
+        self.W_U, self.b_U = _zeros(cfg.d_model, cfg.vocab_size), _zeros(cfg.vocab_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_E.device
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens [b p] -> logits [b p v]. The plain, unpatched forward pass."""
+        cfg = self.cfg
+        resid = embed(self, tokens)  # [b p d]
+        rot = rotary_tables(cfg, tokens.shape[1], resid.device, resid.dtype)
+        for block in self.blocks:
+            x = resid[None, None]  # [c=1 s=1 b p d]
+            heads = attention(block, cfg, x, x, x, rot)  # [1 h b p d]
+            attn_out = heads.sum(1)[0] + block.b_O
+            if cfg.has_mlp:
+                mlp_in = resid if cfg.parallel_attn_mlp else resid + attn_out
+                resid = resid + attn_out + mlp(block, cfg, mlp_in)
+            else:
+                resid = resid + attn_out
+        return unembed(self, resid)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def normalize(x: Tensor, w: Tensor, b: Tensor, cfg: ModelConfig) -> Tensor:
+    """The model's norm (LayerNorm, RMSNorm or none) over the last axis, computed in fp32."""
+    if cfg.norm == "none":
+        return x
+    dtype = x.dtype
+    x = x.float()
+    if cfg.norm == "layernorm":
+        x = F.layer_norm(x, (x.shape[-1],), w.float(), b.float(), cfg.norm_eps)
+    else:
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.norm_eps) * w.float()
+    return x.to(dtype)
+
+
+def embed(model: Transformer, tokens: Tensor) -> Tensor:
+    """tokens [b p] -> the `input` sender's output [b p d] (token + learned position embeddings)."""
+    x = model.W_E[tokens]
+    if model.cfg.positional == "learned":
+        x = x + model.W_pos[: tokens.shape[1]]
+    return x
+
+
+def rotary_tables(cfg: ModelConfig, n_pos: int, device: torch.device, dtype: torch.dtype):
+    """(cos, sin) [p rotary_dim] for rotary models (half-split convention), else None."""
+    if cfg.positional != "rotary":
+        return None
+    rd = cfg.rotary_dim or cfg.d_head
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, rd, 2, device=device, dtype=torch.float32) / rd))
+    ang = torch.arange(n_pos, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
+def _rotate(x: Tensor, rot) -> Tensor:
+    cos, sin = rot
+    rd = cos.shape[-1]
+    xr, xp = x[..., :rd], x[..., rd:]
+    half = rd // 2
+    rotated = torch.cat([-xr[..., half:], xr[..., :half]], dim=-1)
+    xr = xr * cos + rotated * sin
+    return torch.cat([xr, xp], dim=-1) if xp.shape[-1] else xr
+
+
+def _project(x: Tensor, W: Tensor, b: Tensor, slot_weight: Tensor | None) -> Tensor:
+    """x [c s b p d] (normalized) -> [c n b p e].
+
+    With s == 1 every one of the n heads of W [n d e] reads the same input (one fused matmul).
+    Otherwise slot i reads x[:, i] and is projected by W[slot_weight[i]] (n = s)."""
+    c, s, b_, p, d = x.shape
+    if s == 1:
+        n, _, e = W.shape
+        y = x.reshape(c, b_ * p, d) @ W.permute(1, 0, 2).reshape(d, n * e)
+        return (y.view(c, b_, p, n, e) + b).permute(0, 3, 1, 2, 4)
+    Ws, bs = (W, b) if slot_weight is None else (W[slot_weight], b[slot_weight])
+    return torch.einsum("csbpd,sde->csbpe", x, Ws) + bs[None, :, None, None, :]
+
+
+def attention_pattern(block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, rot) -> Tensor:
+    """Attention probabilities [c h b q k] from query/key inputs (see `attention`)."""
+    q, k = _qk(block, cfg, q_in, k_in, rot)
+    return _softmax_scores(cfg, q, k)
+
+
+def _slot_map(cfg: ModelConfig, s: int) -> Tensor | None:
+    """Which key/value weight group each of s input slots uses (None: slots are the groups)."""
+    if s == 1 or s == cfg.kv_heads:
+        return None
+    if s == cfg.n_heads:
+        return torch.arange(cfg.n_heads) // cfg.group_size
+    raise ValueError(f"key/value inputs have {s} slots; expected 1, {cfg.kv_heads} or {cfg.n_heads}")
+
+
+def _to_heads(cfg: ModelConfig, x: Tensor) -> Tensor:
+    """[c n b p e] with n key/value groups -> [c h b p e]."""
+    if x.shape[1] == cfg.n_heads:
+        return x
+    return x.repeat_interleave(cfg.group_size, dim=1)
+
+
+def _qk(block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, rot) -> tuple[Tensor, Tensor]:
+    qn = normalize(q_in, block.ln1_w, block.ln1_b, cfg)
+    kn = normalize(k_in, block.ln1_w, block.ln1_b, cfg)
+    q = _project(qn, block.W_Q, block.b_Q, None)
+    k = _to_heads(cfg, _project(kn, block.W_K, block.b_K, _slot_map(cfg, k_in.shape[1])))
+    if rot is not None:
+        q, k = _rotate(q, rot), _rotate(k, rot)
+    return q, k
+
+
+def _softmax_scores(cfg: ModelConfig, q: Tensor, k: Tensor) -> Tensor:
+    scores = (q @ k.transpose(-1, -2)).float() * cfg.scale  # [c h b q k]
+    n = q.shape[-2]
+    if cfg.causal or cfg.sliding_window:
+        i = torch.arange(n, device=q.device)
+        allowed = torch.ones(n, n, dtype=torch.bool, device=q.device)
+        if cfg.causal:
+            allowed &= i[None, :] <= i[:, None]
+        if cfg.sliding_window:
+            allowed &= (i[:, None] - i[None, :]) < cfg.sliding_window
+        scores = scores.masked_fill(~allowed, -math.inf)
+    return scores.softmax(-1).to(q.dtype)
+
+
+def attention(block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, v_in: Tensor, rot) -> Tensor:
+    """Per-head attention outputs [c h b p d] (without the output bias b_O).
+
+    q_in [c s b p d] with s in {1, h}; k_in, v_in [c s b p d] with s in {1, kv_heads, h}: the
+    residual stream each head's query (each key/value group's key and value, or each head's own
+    key and value) reads. s = 1 means all share one residual stream, as in the plain model."""
+    q, k = _qk(block, cfg, q_in, k_in, rot)
+    vn = normalize(v_in, block.ln1_w, block.ln1_b, cfg)
+    v = _to_heads(cfg, _project(vn, block.W_V, block.b_V, _slot_map(cfg, v_in.shape[1])))
+    z = _softmax_scores(cfg, q, k) @ v  # [c h b p e]
+    return torch.einsum("chbpe,hed->chbpd", z, block.W_O)
+
+
+_ACTS = {
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+def mlp(block: Block, cfg: ModelConfig, x: Tensor) -> Tensor:
+    """MLP output [... d] (bias included) from its residual input [... d]."""
+    h = normalize(x, block.ln2_w, block.ln2_b, cfg)
+    act = _ACTS[cfg.act]
+    if cfg.mlp == "gated":
+        hidden = act(h @ block.W_gate) * (h @ block.W_in + block.b_in)
+    else:
+        hidden = act(h @ block.W_in + block.b_in)
+    return hidden @ block.W_out + block.b_out
+
+
+def unembed(model: Transformer, x: Tensor) -> Tensor:
+    """Final residual [... d] -> logits [... v] (final norm, then unembedding)."""
+    if model.cfg.final_norm:
+        x = normalize(x, model.lnf_w, model.lnf_b, model.cfg)
+    return x @ model.W_U + model.b_U
