@@ -99,12 +99,16 @@ def normalize(x: Tensor, w: Tensor, b: Tensor, cfg: ModelConfig) -> Tensor:
     if cfg.norm == "none":
         return x
     dtype = x.dtype
-    x = x.float()
+    x, w, b = (t.to(_at_least_fp32(dtype)) for t in (x, w, b))
     if cfg.norm == "layernorm":
-        x = F.layer_norm(x, (x.shape[-1],), w.float(), b.float(), cfg.norm_eps)
+        x = F.layer_norm(x, (x.shape[-1],), w, b, cfg.norm_eps)
     else:
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.norm_eps) * w.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.norm_eps) * w
     return x.to(dtype)
+
+
+def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
 
 
 def embed(model: Transformer, tokens: Tensor) -> Tensor:
@@ -183,7 +187,7 @@ def _qk(block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, rot) -> tupl
 
 
 def _softmax_scores(cfg: ModelConfig, q: Tensor, k: Tensor) -> Tensor:
-    scores = (q @ k.transpose(-1, -2)).float() * cfg.scale  # [c h b q k]
+    scores = (q @ k.transpose(-1, -2)).to(_at_least_fp32(q.dtype)) * cfg.scale  # [c h b q k]
     n = q.shape[-2]
     if cfg.causal or cfg.sliding_window:
         i = torch.arange(n, device=q.device)
