@@ -1,9 +1,13 @@
 # Two commands for a new user: `make demo` and `make test`. Both create .venv and install what is
-# missing (a stamp file makes the second run fast).
+# missing; a stamp file (named after a checksum of pyproject.toml, requirements-extra.txt and
+# EXTRAS) makes later runs skip pip entirely until one of those changes.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-extra.txt 2>/dev/null | cksum | cut -d' ' -f1)
+# optional-dependency groups of pyproject.toml installed into .venv (e.g. `dev,tracr`)
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml requirements-extra.txt; echo '$(EXTRAS)') 2>/dev/null | cksum | cut -d' ' -f1)
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
 .PHONY: install demo test test-fast bench lint clean
 
@@ -11,8 +15,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-extra.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-extra.txt
+	$(PIP) -e '.[$(EXTRAS)]'
+	$(PIP) --no-deps -r requirements-extra.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: install

@@ -1,0 +1,317 @@
+"""The `subcircuit` command line: thin wiring of the library (parse, call, print).
+
+Every command is a small function that parses its options, calls one library function and prints
+the result with rich. Errors are handled in one place, `run_cli`:
+
+- `UserError` (bad input)            -> one line `error: <message>` on stderr, exit code 2
+- click/typer usage errors           -> one line `error: <message> ...` on stderr, exit code 2
+- anything else (a bug, a crash)     -> one line `error: <Type>: <message> (run with --debug ...)`,
+                                        exit code 1
+- `--debug` (before the command)     -> the traceback is printed as well
+
+Adding a command: write `@app.command()` with options from the `*Opt` aliases below (so names
+and help texts stay the same across commands), import the library lazily inside the function
+(keeps `subcircuit --help` fast) and print with `out()`; raise `UserError` for bad input.
+Progress bars (`progress()`) and spinners (`status()`) switch themselves off when stderr is not a
+terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+from subcircuit.errors import UserError
+
+log = logging.getLogger("subcircuit.cli")
+
+app = typer.Typer(
+    name="subcircuit",
+    help="Find circuits in transformer language models (ACDC and faster relatives).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# ------------------------------------------------------------------------------ shared options
+# Reuse these in new commands so every command spells an option the same way.
+
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="Short name (see `subcircuit models`), local folder or Hugging Face id."),
+]
+TaskOpt = Annotated[
+    str, typer.Option("--task", "-t", help="Built-in task name (see `subcircuit tasks`) or a task file (JSONL).")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (datasets, sampling).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+
+
+# ------------------------------------------------------------------------------ output helpers
+
+
+def is_tty() -> bool:
+    """Whether stderr is an interactive terminal (progress bars and spinners only then)."""
+    return sys.stderr.isatty()
+
+
+def out() -> Console:
+    """A rich console on stdout (results: tables, numbers). Not a terminal: 160 columns (or
+    $COLUMNS), so tables written to files and pipes are not squeezed into 80."""
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 0) or 160)
+    return Console(highlight=False, width=width)
+
+
+def err() -> Console:
+    """A rich console on stderr (status lines, errors)."""
+    return Console(stderr=True, highlight=False)
+
+
+def progress(**kw: Any) -> Progress:
+    """A rich progress bar on stderr, disabled when stderr is not a terminal."""
+    return Progress(console=err(), disable=not is_tty(), transient=True, **kw)
+
+
+@contextlib.contextmanager
+def status(message: str) -> Iterator[None]:
+    """A spinner while a slow step runs when stderr is a terminal; otherwise the message is only
+    logged (INFO, shown with -v), so that stderr of a non-interactive run holds just errors."""
+    if is_tty():
+        with err().status(message):
+            yield
+    else:
+        log.info(message)
+        yield
+
+
+def fmt_params(n: int) -> str:
+    """134515008 -> '134.5M'; 0 (unknown) -> '?'."""
+    if n <= 0:
+        return "?"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+# ------------------------------------------------------------------------------ global options
+
+
+@dataclass
+class CliState:
+    """Global options, shared by `run_cli` (error handling) and the commands (via ctx.obj)."""
+
+    debug: bool = False
+    verbose: int = 0
+
+
+_HANDLER_MARK = "_subcircuit_cli_handler"
+
+
+def teardown_logging() -> None:
+    """Remove the handler `setup_logging` added (so in-process runs leave no state behind)."""
+    root = logging.getLogger("subcircuit")
+    for h in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(h)
+    root.setLevel(logging.NOTSET)
+
+
+def setup_logging(verbose: int) -> None:
+    """Log `subcircuit.*` to stderr: warnings by default, -v info, -vv debug (also transformers')."""
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    teardown_logging()
+    root = logging.getLogger("subcircuit")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # transformers / huggingface_hub read these when first imported (commands import them lazily)
+    if verbose < 2:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not is_tty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-v info, -vv debug).")] = 0,
+) -> None:
+    """Find circuits in transformer language models (ACDC and faster relatives)."""
+    state = ctx.ensure_object(CliState)
+    state.debug = state.debug or debug
+    state.verbose = verbose
+    setup_logging(verbose)
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+@app.command()
+def models() -> None:
+    """List the models known by short name, with sizes and whether each is available offline now."""
+    from subcircuit.models import MODELS
+
+    table = Table()
+    table.add_column("name", no_wrap=True, style="bold")
+    table.add_column("description")
+    table.add_column("parameters", justify="right", no_wrap=True)
+    table.add_column("source")
+    table.add_column("offline now", no_wrap=True)
+    for entry in MODELS.values():
+        ok = _safe_available(entry)
+        table.add_row(entry.name, entry.description, fmt_params(entry.n_params), entry.source, "yes" if ok else "no")
+    out().print(table)
+
+
+def _safe_available(entry: Any) -> bool:
+    """`entry.available()`, treating a failing check as 'not available' (logged)."""
+    try:
+        return bool(entry.available())
+    except Exception as e:  # noqa: BLE001 - a broken availability check must not break the listing
+        log.warning("availability check for %s failed: %s", entry.name, e)
+        return False
+
+
+@app.command()
+def tasks() -> None:
+    """List the built-in tasks (clean/corrupted prompt pairs and a metric)."""
+    try:
+        from subcircuit.tasks import list_tasks
+    except ImportError:
+        out().print("no built-in tasks yet: subcircuit.tasks.list_tasks() is not available in this version")
+        return
+    specs = list(list_tasks())
+    table = Table()
+    table.add_column("name", no_wrap=True, style="bold")
+    table.add_column("description")
+    table.add_column("default model", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("examples", justify="right", no_wrap=True)
+    for spec in specs:
+        table.add_row(
+            str(getattr(spec, "name", spec)),
+            str(getattr(spec, "description", "")),
+            str(getattr(spec, "default_model", "")),
+            str(getattr(spec, "default_metric", "")),
+            str(getattr(spec, "default_n", "")),
+        )
+    out().print(table)
+
+
+@app.command()
+def demo(
+    prompts: Annotated[int, typer.Option("--prompts", "-n", help="How many IOI prompts to run (1..10).")] = 4,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Load the bundled SmolLM2-135M and show Indirect Object Identification at work (offline)."""
+    from subcircuit import demo as demo_lib
+
+    with status(f"loading {demo_lib.DEMO_MODEL} (the first load dequantizes the bundled GGUF, ~20 s) ..."):
+        result = demo_lib.run_demo(n_prompts=prompts, device=device)
+    print_demo(result)
+
+
+def print_demo(r: Any) -> None:
+    """Print a `subcircuit.demo.DemoResult`."""
+    from subcircuit.models.loading import cache_dir
+
+    c = out()
+    c.print(f"[bold]subcircuit demo[/] — {r.model} ({fmt_params(r.n_params)} parameters), our forward pass")
+    how = f"first load: dequantized the GGUF, cached in {cache_dir()}" if r.load_was_first else "from the cache"
+    c.print(f"load: {r.load_s:.1f} s ({how}); cached load: {r.cached_load_s:.1f} s")
+    c.print(f"one forward pass at batch {r.batch} × {r.seq} tokens: {r.forward_s:.2f} s")
+    c.print()
+    c.print("Indirect Object Identification: the model should complete with the indirect object (IO), not the")
+    c.print("subject (S). logit diff = logit(' IO') − logit(' S') at the last position; > 0 means it does.")
+    for p in r.results:
+        c.print()
+        c.print(f"[bold]{escape(p.prompt.text)}[/] …")
+        c.print(f"  IO {p.prompt.io!r} vs S {p.prompt.s!r}: logit diff [bold]{p.logit_diff:+.2f}[/]")
+        top = "  ".join(f"{escape(repr(t))} {q:.3f}" for t, q in p.top)
+        c.print(f"  top-5: {top}")
+    c.print()
+    c.print(f"mean logit diff IO − S over {len(r.results)} prompts: [bold]{r.mean_logit_diff:+.2f}[/]")
+    c.print("(circuit discovery — `subcircuit discover` — is not available yet; it will explain this behaviour)")
+
+
+# ------------------------------------------------------------------------------ entry points
+
+
+def _one_line(text: str) -> str:
+    """The first non-empty line of `text` (messages are printed on exactly one line)."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def _fail(message: str) -> None:
+    print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on `argv` (default: sys.argv[1:]) and return the exit code.
+
+    All error handling of the command line lives here (see the module docstring)."""
+    state = CliState(debug=os.environ.get("SUBCIRCUIT_DEBUG", "") not in ("", "0"))
+    command = typer.main.get_command(app)
+    try:
+        rc = command.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="subcircuit",
+            standalone_mode=False,
+            obj=state,
+        )
+    except typer.Abort:
+        _fail("aborted")
+        return 130
+    except typer.TyperException as e:  # click's usage errors: unknown command/option, bad value
+        if state.debug:
+            traceback.print_exc()
+        code = int(getattr(e, "exit_code", 2))
+        message = _one_line(e.format_message() if hasattr(e, "format_message") else str(e))
+        if message:  # empty for "no arguments": the help was printed already
+            _fail(f"{message} (see 'subcircuit --help')" if code == 2 else message)
+        return code
+    except UserError as e:
+        if state.debug:
+            traceback.print_exc()
+        _fail(str(e))
+        return 2
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit code 1
+        if state.debug:
+            traceback.print_exc()
+        _fail(f"{type(e).__name__}: {_one_line(str(e))} (run with --debug for the traceback)")
+        return 1
+    finally:
+        teardown_logging()
+    return rc if isinstance(rc, int) else 0
+
+
+def main() -> None:
+    """Console-script entry point (`subcircuit`)."""
+    sys.exit(run_cli())
+
+
+if __name__ == "__main__":
+    main()

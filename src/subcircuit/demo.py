@@ -1,0 +1,164 @@
+"""The demo behind `subcircuit demo` / `make demo`: real work on the bundled SmolLM2-135M.
+
+Until circuit discovery lands, the demo shows the behaviour the first circuit will explain:
+Indirect Object Identification (IOI; Wang et al. 2022). In "When Mary and John went to the
+store, John gave a drink to", the indirect object (IO) is Mary and the repeated subject (S) is
+John; a model that does IOI puts more weight on " Mary" than on " John". We measure that as the
+**logit difference IO − S** at the last position (positive = the model does the task).
+
+Everything here returns data; the command line (`subcircuit.cli`) does the printing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from subcircuit.errors import UserError
+
+DEMO_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class IOIPrompt:
+    """One IOI prompt: the text up to the answer, the indirect object and the subject."""
+
+    text: str
+    io: str
+    s: str
+
+
+IOI_PROMPTS: tuple[IOIPrompt, ...] = (
+    IOIPrompt("When Mary and John went to the store, John gave a drink to", "Mary", "John"),
+    IOIPrompt("When Tom and James went to the park, James gave a ball to", "Tom", "James"),
+    IOIPrompt("After Sarah and Michael had lunch at the cafe, Michael handed the bill to", "Sarah", "Michael"),
+    IOIPrompt("When Anna and David arrived at the party, David gave a present to", "Anna", "David"),
+    IOIPrompt("While Lisa and Mark were working at the office, Mark sent an email to", "Lisa", "Mark"),
+    IOIPrompt("Then, Emma and Robert went to the school. Robert gave a book to", "Emma", "Robert"),
+    IOIPrompt("When Kate and Paul went to the restaurant, Paul passed the menu to", "Kate", "Paul"),
+    IOIPrompt("Afterwards, Laura and Peter went to the garden. Peter gave a flower to", "Laura", "Peter"),
+    IOIPrompt("When Alice and Bob got to the station, Bob gave a ticket to", "Alice", "Bob"),
+    IOIPrompt("Friends Jessica and Daniel went to the beach. Daniel threw the ball to", "Jessica", "Daniel"),
+)
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """The model's next-token prediction for one IOI prompt."""
+
+    prompt: IOIPrompt
+    top: tuple[tuple[str, float], ...]  # (token text, probability), most likely first
+    logit_diff: float  # logit(" IO") − logit(" S") at the last position
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What `subcircuit demo` measured."""
+
+    model: str
+    n_params: int
+    load_s: float
+    load_was_first: bool  # True when the first load had to dequantize and build the cache
+    cached_load_s: float
+    forward_s: float  # one forward pass at batch × seq tokens (median of a few)
+    batch: int
+    seq: int
+    results: tuple[PromptResult, ...]
+
+    @property
+    def mean_logit_diff(self) -> float:
+        return statistics.fmean(r.logit_diff for r in self.results)
+
+
+def name_token(tokenizer: Any, name: str) -> int:
+    """The single token id of `" " + name` (names follow a space in every IOI prompt)."""
+    ids = tokenizer.encode(" " + name, add_special_tokens=False)
+    if len(ids) != 1:
+        raise UserError(f"name {name!r} is {len(ids)} tokens for this tokenizer; IOI needs single-token names")
+    return int(ids[0])
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a prompt, exactly as the tokenizer's defaults produce them."""
+    return list(tokenizer.encode(text))
+
+
+def predict(loaded: Any, prompt: IOIPrompt, k: int = 5) -> PromptResult:
+    """Top-k next tokens and the IO − S logit difference for one prompt."""
+    import torch
+
+    tok = loaded.tokenizer
+    ids = torch.tensor([encode(tok, prompt.text)], device=loaded.model.device)
+    with torch.no_grad():
+        logits = loaded.model(ids)[0, -1].float()  # [v]
+    probs = logits.softmax(-1)
+    p, idx = probs.topk(k)
+    top = tuple((tok.decode([int(i)]), float(q)) for q, i in zip(p, idx, strict=True))
+    diff = logits[name_token(tok, prompt.io)] - logits[name_token(tok, prompt.s)]
+    return PromptResult(prompt, top, float(diff))
+
+
+def time_forward(model: Any, batch: int = 16, seq: int = 16, repeats: int = 3) -> float:
+    """Seconds for one forward pass on a [batch seq] batch of random tokens (median of `repeats`,
+    after one warm-up pass)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, model.cfg.vocab_size, (batch, seq), generator=g).to(model.device)
+    times = []
+    with torch.no_grad():
+        model(tokens)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(tokens)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def timed_load(spec: str, device: str = "cpu") -> tuple[Any, float]:
+    """Load a model and return it with the seconds it took."""
+    from subcircuit.models import load
+
+    t0 = time.perf_counter()
+    loaded = load(spec, device)
+    return loaded, time.perf_counter() - t0
+
+
+def smollm2_is_cached() -> bool:
+    """Whether SmolLM2's fp32 cache exists (so the next load skips dequantization)."""
+    from subcircuit.models.loading import OUR_WEIGHTS, smollm2_cache
+
+    return (smollm2_cache() / OUR_WEIGHTS).exists()
+
+
+def _registered_params(name: str, loaded: Any) -> int:
+    """The model's parameter count as published (tied embeddings counted once; our layout
+    stores the unembedding as a separate copy, so `n_params()` is larger)."""
+    from subcircuit.models import MODELS
+
+    entry = MODELS.get(name)
+    return entry.n_params if entry and entry.n_params else loaded.model.n_params()
+
+
+def run_demo(n_prompts: int = 4, device: str = "cpu", batch: int = 16, seq: int = 16) -> DemoResult:
+    """Load SmolLM2 twice (first/cached load, then cached), run IOI prompts, time a forward."""
+    if not 1 <= n_prompts <= len(IOI_PROMPTS):
+        raise UserError(f"--prompts {n_prompts} is out of range; valid: 1..{len(IOI_PROMPTS)}")
+    first = not smollm2_is_cached()
+    loaded, load_s = timed_load(DEMO_MODEL, device)
+    reloaded, cached_s = timed_load(DEMO_MODEL, device)
+    del reloaded
+    results = tuple(predict(loaded, p) for p in IOI_PROMPTS[:n_prompts])
+    return DemoResult(
+        model=loaded.name,
+        n_params=_registered_params(DEMO_MODEL, loaded),
+        load_s=load_s,
+        load_was_first=first,
+        cached_load_s=cached_s,
+        forward_s=time_forward(loaded.model, batch, seq),
+        batch=batch,
+        seq=seq,
+        results=results,
+    )

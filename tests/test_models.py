@@ -1,0 +1,199 @@
+"""Our forward pass against transformers' own models.
+
+Fast tier: tiny random configs built locally (no network) for every family, with biases and norm
+weights randomized so that a dropped or misplaced one shows up. Slow tier: the bundled
+SmolLM2-135M against transformers, and Indirect Object Identification on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from subcircuit.errors import UserError
+from subcircuit.models import from_hf
+
+TOL = 1e-4
+
+
+def randomize(hf_model: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:
+    """Randomize every parameter of a transformers model: norm weights around 1, all else
+    (including biases, which transformers initializes to 0) small Gaussian."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in hf_model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if "norm" in name or "ln_" in name:
+                p.copy_((1 + 0.2 * noise) if name.endswith("weight") else 0.2 * noise)
+            else:
+                p.copy_(scale * noise)
+    return hf_model.eval()
+
+
+def _gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, n_positions=64, vocab_size=97, activation_function="gelu_new",
+        bos_token_id=0, eos_token_id=0,
+    )
+    return GPT2LMHeadModel(cfg)
+
+
+def _llama_gqa_tied():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+        vocab_size=97, max_position_embeddings=64, tie_word_embeddings=True, rms_norm_eps=1e-5,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def _qwen2_bias_1kv():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=1, intermediate_size=48,
+        vocab_size=97, max_position_embeddings=64, tie_word_embeddings=False,
+    )
+    return Qwen2ForCausalLM(cfg)
+
+
+def _mistral_window():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    cfg = MistralConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+        vocab_size=97, max_position_embeddings=64, sliding_window=5,
+    )
+    return MistralForCausalLM(cfg)
+
+
+FAMILIES = {
+    "gpt2": _gpt2,
+    "llama-gqa-tied": _llama_gqa_tied,
+    "qwen2-qkv-bias-1kv": _qwen2_bias_1kv,
+    "mistral-sliding-window": _mistral_window,
+}
+
+
+def build(kind: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    hf = FAMILIES[kind]()
+    hf.config._attn_implementation = "eager"
+    return randomize(hf, seed)
+
+
+def hf_logits(hf: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return hf(input_ids=tokens).logits
+
+
+@pytest.mark.parametrize("kind", sorted(FAMILIES))
+def test_logits_match_transformers(kind: str) -> None:
+    hf = build(kind)
+    ours = from_hf(hf)
+    tokens = torch.randint(0, hf.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = ours(tokens)
+    want = hf_logits(hf, tokens)
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() < TOL
+
+
+def test_random_weights_make_the_features_matter() -> None:
+    """Guard against a vacuous test: the randomized biases, the tie and the window change logits."""
+    hf = build("qwen2-qkv-bias-1kv")
+    tokens = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(2))
+    before = hf_logits(hf, tokens)
+    with torch.no_grad():
+        hf.model.layers[0].self_attn.q_proj.bias.zero_()
+    assert (hf_logits(hf, tokens) - before).abs().max() > 1e-3
+
+    mistral = build("mistral-sliding-window")
+    assert mistral.config.sliding_window < tokens.shape[1]
+    ours = from_hf(mistral)
+    assert ours.cfg.sliding_window == 5
+    unwindowed = from_hf(mistral)
+    unwindowed.cfg = dataclasses.replace(unwindowed.cfg, sliding_window=None)
+    with torch.no_grad():
+        assert (unwindowed(tokens) - ours(tokens)).abs().max() > 1e-2
+    llama = build("llama-gqa-tied")
+    assert llama.lm_head.weight.data_ptr() == llama.model.embed_tokens.weight.data_ptr()
+    assert from_hf(llama).cfg.n_kv_heads == 2
+
+
+def test_gpt2_biases_are_nonzero() -> None:
+    hf = build("gpt2")
+    assert hf.transformer.h[0].attn.c_attn.bias.abs().sum() > 0
+    assert hf.transformer.h[0].mlp.c_fc.bias.abs().sum() > 0
+
+
+def test_from_hf_unsupported_model_type_is_one_line_user_error() -> None:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    hf = GPTNeoXForCausalLM(
+        GPTNeoXConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32, vocab_size=50)
+    )
+    with pytest.raises(UserError) as e:
+        from_hf(hf)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "gpt_neox" in msg
+    for supported in ("gpt2", "llama", "mistral", "qwen2"):
+        assert supported in msg
+
+
+# ------------------------------------------------------------------------------ slow: SmolLM2
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from subcircuit.models import load
+
+    return load("smollm2-135m")
+
+
+SMOL_PROMPTS = [
+    "The capital of France is",
+    "When Mary and John went to the store, John gave a drink to",
+    "def fibonacci(n):\n    return",
+    "1, 2, 3, 4, 5,",
+]
+
+
+@pytest.mark.slow
+def test_smollm2_matches_transformers(smollm2) -> None:
+    from subcircuit.models.loading import load_smollm2_transformers
+
+    hf, tok = load_smollm2_transformers()
+    hf.config._attn_implementation = "eager"
+    hf.eval()
+    for prompt in SMOL_PROMPTS:
+        tokens = torch.tensor([tok.encode(prompt)])
+        with torch.no_grad():
+            got = smollm2.model(tokens)
+        want = hf_logits(hf, tokens)
+        diff = (got - want).abs().max().item()
+        assert diff < TOL, f"{prompt!r}: max |Δlogit| = {diff:.2e}"
+
+
+@pytest.mark.slow
+def test_smollm2_does_ioi(smollm2) -> None:
+    """IOI on the 10 hand-written prompts of `subcircuit.demo.IOI_PROMPTS`: the logit difference
+    IO − S at the last position must exceed 2 on EVERY prompt (and so also on average). Each
+    prompt's value is printed (`pytest -s` shows them)."""
+    from subcircuit.demo import IOI_PROMPTS, predict
+
+    assert len(IOI_PROMPTS) == 10
+    diffs = {p.text: predict(smollm2, p).logit_diff for p in IOI_PROMPTS}
+    for text, d in diffs.items():
+        print(f"IO−S {d:+6.2f}  {text}")
+    mean = sum(diffs.values()) / len(diffs)
+    print(f"mean IO−S {mean:+.2f}")
+    failing = {t: round(d, 2) for t, d in diffs.items() if d <= 2}
+    assert not failing, f"logit diff <= 2 on {failing}"
+    assert mean > 2
