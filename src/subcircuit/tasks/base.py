@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from subcircuit.errors import unknown
+from subcircuit.errors import UserError, unknown
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +76,11 @@ class TaskSpec:
     default_metric: str
     build: Callable[..., Task]  # build(loaded_model, n: int, seed: int) -> Task
     default_n: int = 16
+    natural_metric: str = "kl"  # the metric the task's paper reports (logit-diff for IOI, ...)
+    needs_tokenizer: bool = True  # False: works on raw token ids (toy and tracr models)
+    # when the full model "can do" the task: (score key, ">=" or "<=", threshold), where the key
+    # is a metric name or "<metric>@corrupted" from `metrics.full_model_scores`
+    criterion: tuple[str, str, float] | None = None
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -90,3 +95,92 @@ def get_task_spec(name: str) -> TaskSpec:
     if name not in TASKS:
         raise unknown("task", name, TASKS)
     return TASKS[name]
+
+
+# ------------------------------------------------------------------------------ helpers for builders
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a prompt, with the tokenizer's own special-token convention (a BOS where the
+    tokenizer adds one itself, as GPT-2 does not and Llama does)."""
+    return list(tokenizer(text)["input_ids"])
+
+
+def single_token(tokenizer: Any, word: str) -> int | None:
+    """The id of `word` (e.g. " Mary", with its leading space) if it is exactly one token, else None."""
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def single_tokens(tokenizer: Any, words: list[str]) -> dict[str, int]:
+    """The words of `words` that are single tokens, mapped to their ids (order kept)."""
+    out = {}
+    for w in words:
+        tid = single_token(tokenizer, w)
+        if tid is not None:
+            out[w] = tid
+    return out
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id used for right padding: the tokenizer's pad, else its EOS, else 0."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        tid = getattr(tokenizer, attr, None) if tokenizer is not None else None
+        if isinstance(tid, int):
+            return tid
+    return 0
+
+
+def pad_right(seqs: list[list[int]], value: int) -> Tensor:
+    """[b p] long tensor of `seqs` right-padded with `value` to the longest."""
+    p = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), p), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def make_task(
+    name: str,
+    clean: list[list[int]],
+    corrupted: list[list[int]],
+    correct: list[list[int]],
+    wrong: list[list[int]],
+    *,
+    pad: int = 0,
+    metric: str = "kl",
+    prompts: tuple[str, ...] = (),
+    meta: dict[str, Any] | None = None,
+) -> Task:
+    """Assemble a Task from per-example token lists.
+
+    clean[i] and corrupted[i] must have the same length; the metric reads position len-1 (the
+    next-token prediction after the prompt). Answer lists are padded with -1 to [b n].
+    """
+    if not clean:
+        raise ValueError(f"task {name!r} has no examples")
+    for i, (a, b) in enumerate(zip(clean, corrupted, strict=True)):
+        if len(a) != len(b):
+            raise ValueError(f"task {name!r} example {i}: clean has {len(a)} tokens, corrupted {len(b)}")
+    return Task(
+        name=name,
+        clean=pad_right(clean, pad),
+        corrupted=pad_right(corrupted, pad),
+        positions=torch.tensor([len(s) - 1 for s in clean], dtype=torch.long),
+        correct=pad_right(correct, -1),
+        wrong=pad_right(wrong, -1),
+        metric=metric,
+        prompts=prompts,
+        meta=meta or {},
+    )
+
+
+def require_tokenizer(loaded: Any, task: str) -> Any:
+    """The model's tokenizer, or a UserError naming the task (text tasks need one)."""
+    tok = getattr(loaded, "tokenizer", None)
+    if tok is None:
+        raise UserError(
+            f"task {task!r} needs a model with a tokenizer; {getattr(loaded, 'name', 'this model')!r} works on "
+            "raw token ids (try task 'induction' or a task file with token ids)"
+        )
+    return tok
