@@ -28,10 +28,17 @@ def test_models_lists_smollm2(capsys) -> None:
     assert "134.5M" in out
 
 
-def test_tasks_runs(capsys) -> None:
+def test_tasks_runs_and_lists_every_registered_task(capsys) -> None:
     rc, out, err = run(capsys, "tasks")
     assert rc == 0, err
     assert out.strip()
+    try:
+        from subcircuit.tasks import list_tasks
+    except ImportError:  # the task registry is not there yet: the placeholder line is printed
+        assert "no built-in tasks yet" in out
+        return
+    for info in list_tasks():
+        assert info.name in out
 
 
 def test_help(capsys) -> None:
@@ -81,6 +88,9 @@ def test_other_exceptions_exit_1_with_one_line_and_debug_shows_traceback(capsys,
     assert "Traceback (most recent call last)" in err
     assert 'raise RuntimeError("boom' in err
     assert lines(err)[-1].startswith("error: RuntimeError: boom")
+
+    rc, _, err = run(capsys, "demo", "--debug")  # appended after the command works too
+    assert rc == 1 and "Traceback (most recent call last)" in err
 
 
 def test_console_script_real_user_error_and_exit_codes() -> None:

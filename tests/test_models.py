@@ -178,6 +178,7 @@ def test_smollm2_matches_transformers(smollm2) -> None:
             got = smollm2.model(tokens)
         want = hf_logits(hf, tokens)
         diff = (got - want).abs().max().item()
+        print(f"max |Δlogit| {diff:.2e}  {prompt!r}")
         assert diff < TOL, f"{prompt!r}: max |Δlogit| = {diff:.2e}"
 
 

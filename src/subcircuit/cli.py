@@ -7,7 +7,7 @@ the result with rich. Errors are handled in one place, `run_cli`:
 - click/typer usage errors           -> one line `error: <message> ...` on stderr, exit code 2
 - anything else (a bug, a crash)     -> one line `error: <Type>: <message> (run with --debug ...)`,
                                         exit code 1
-- `--debug` (before the command)     -> the traceback is printed as well
+- `--debug` (anywhere on the line)   -> the traceback is printed as well
 
 Adding a command: write `@app.command()` with options from the `*Opt` aliases below (so names
 and help texts stay the same across commands), import the library lazily inside the function
@@ -196,25 +196,32 @@ def tasks() -> None:
     """List the built-in tasks (clean/corrupted prompt pairs and a metric)."""
     try:
         from subcircuit.tasks import list_tasks
-    except ImportError:
-        out().print("no built-in tasks yet: subcircuit.tasks.list_tasks() is not available in this version")
+    except ImportError as e:
+        out().print(f"no built-in tasks yet: subcircuit.tasks.list_tasks() is not available ({e})")
         return
-    specs = list(list_tasks())
     table = Table()
     table.add_column("name", no_wrap=True, style="bold")
     table.add_column("description")
     table.add_column("default model", no_wrap=True)
     table.add_column("metric", no_wrap=True)
     table.add_column("examples", justify="right", no_wrap=True)
-    for spec in specs:
+    table.add_column("default model does it (measured)")
+    for info in list_tasks():
         table.add_row(
-            str(getattr(spec, "name", spec)),
-            str(getattr(spec, "description", "")),
-            str(getattr(spec, "default_model", "")),
-            str(getattr(spec, "default_metric", "")),
-            str(getattr(spec, "default_n", "")),
+            str(getattr(info, "name", info)),
+            str(getattr(info, "description", "")),
+            str(getattr(info, "default_model", "")),
+            str(getattr(info, "default_metric", "")),
+            str(getattr(info, "default_n", "")),
+            _works_text(getattr(info, "works", None), str(getattr(info, "performance", ""))),
         )
     out().print(table)
+
+
+def _works_text(works: bool | None, performance: str) -> str:
+    """'yes: <numbers>', 'NO: <numbers>' or the bare performance text when there is no criterion."""
+    label = {True: "yes: ", False: "NO: ", None: ""}[works]
+    return f"{label}{performance}".strip() or "?"
 
 
 @app.command()
@@ -266,15 +273,24 @@ def _fail(message: str) -> None:
     print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
+def _pop_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Accept `--debug` anywhere on the line (not only before the command), so that re-running a
+    failed command with `--debug` appended works. Arguments after `--` are left alone."""
+    end = args.index("--") if "--" in args else len(args)
+    head = [a for a in args[:end] if a != "--debug"]
+    return head + args[end:], len(head) < end
+
+
 def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run the command line on `argv` (default: sys.argv[1:]) and return the exit code.
 
     All error handling of the command line lives here (see the module docstring)."""
-    state = CliState(debug=os.environ.get("SUBCIRCUIT_DEBUG", "") not in ("", "0"))
+    args, debug = _pop_debug(list(sys.argv[1:] if argv is None else argv))
+    state = CliState(debug=debug or os.environ.get("SUBCIRCUIT_DEBUG", "") not in ("", "0"))
     command = typer.main.get_command(app)
     try:
         rc = command.main(
-            args=list(sys.argv[1:] if argv is None else argv),
+            args=args,
             prog_name="subcircuit",
             standalone_mode=False,
             obj=state,
