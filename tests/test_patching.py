@@ -59,13 +59,15 @@ def test_single_edges_match_path_patching_reference(tiny_model, gran, kind):
 
 
 @pytest.mark.parametrize("gran", GRANULARITIES)
-def test_many_removed_edges_match_reference(tiny_model, gran):
-    """Upstream removals propagate: senders' clean values are those of the patched run."""
+@pytest.mark.parametrize("frac", [1 / 3, 5 / 6])
+def test_many_removed_edges_match_reference(tiny_model, gran, frac):
+    """Upstream removals propagate: senders' clean values are those of the patched run. Both
+    fractions exercise the two sparse forms (few edges removed / few edges kept)."""
     graph = build_graph(tiny_model.cfg, gran)
     clean, corr = _batch(tiny_model, seed=5)
     abl = make_ablation(tiny_model, graph, "corrupted", clean, corr)
     p = Patcher(tiny_model, graph, clean, abl)
-    for removed in _random_edge_sets(graph, 3, graph.n_edges // 3, seed=1):
+    for removed in _random_edge_sets(graph, 3, int(graph.n_edges * frac), seed=1):
         got = p.logits(graph.full_mask() - graph.mask_from_edges(removed))[0]
         torch.testing.assert_close(got, reference_logits(tiny_model, graph, clean, abl.outputs, removed),
                                    atol=1e-5, rtol=0)

@@ -119,23 +119,89 @@ def make_ablation(
     return _make_ablation(model, graph, outs, kind)  # type: ignore[arg-type]
 
 
-def _mix(
-    masks: Tensor, st: StageLayout, chunks: list[tuple[int, int, Tensor]], base: Tensor, c: int
-) -> Tensor:
-    """Receiver inputs [c r N d] of one stage: base + Σ over chunks of mask @ deltas."""
-    m = masks[:, st.rows]  # [c r sender]
-    n, d = base.shape[-2:]
-    x = base.reshape(1, 1, n * d).expand(c, m.shape[1], n * d)
-    for lo, hi, t in chunks:
-        if lo >= st.n_senders_before:
-            break
-        hi_ = min(hi, st.n_senders_before)
-        w = m[:, :, lo:hi_]
-        if t.dim() == 3:  # shared across configurations: [s N d]
-            x = x + (w.reshape(-1, hi_ - lo) @ t[: hi_ - lo].reshape(hi_ - lo, n * d)).view(c, -1, n * d)
-        else:  # per configuration: [c s N d]
-            x = x + torch.bmm(w, t[:, : hi_ - lo].reshape(c, hi_ - lo, n * d))
-    return x.view(c, m.shape[1], n, d)
+class _Deltas:
+    """Sender deltas out − abl [.. sender N d] of one run, in computation order.
+
+    `shared` [s0 N d] holds the deltas every configuration has in common (the embeddings, or a
+    cached prefix). Later ones are per configuration: without autograd they go into one
+    preallocated buffer [c sender N d]; with autograd, into a list of chunks that is concatenated
+    when read (in-place writes would break backward).
+
+    A receiver's input is `base + Σ_s m[r,s]·delta_s`. Without autograd, only the senders that
+    matter are read: either those with m ≠ 0 (dense form) or, when fewer, those with m ≠ 1
+    against the running residual `full = base + Σ_s delta_s` (complement form:
+    `full − Σ_s (1 − m[r,s])·delta_s`). In ACDC one of the two sets is small at every stage:
+    receivers already pruned keep few edges, receivers not yet visited keep all of them.
+    """
+
+    def __init__(self, shared: Tensor, c: int, n_senders: int, grad: bool) -> None:
+        self.shared, self.c, self.s0, self.n = shared, c, shared.shape[0], shared.shape[0]
+        self.grad = grad
+        self.chunks: list[Tensor] = []
+        self.buf = None
+        if not grad and n_senders > self.s0:
+            self.buf = shared.new_empty(c, n_senders - self.s0, *shared.shape[1:])
+        # Running sums of deltas at the last two chunk boundaries: {n_senders: [c N d]}.
+        self.sums = {} if grad else {self.s0: shared.sum(0).expand(c, *shared.shape[1:])}
+
+    def append(self, t: Tensor) -> None:
+        """t [c s N d] the next senders' deltas."""
+        if self.buf is None:
+            self.chunks.append(t)
+        else:
+            self.buf[:, self.n - self.s0 : self.n - self.s0 + t.shape[1]] = t
+            last = self.sums[self.n]
+            self.sums = {self.n: last, self.n + t.shape[1]: last + t.sum(1)}
+        self.n += t.shape[1]
+
+    def per_config(self, upto: int) -> Tensor:
+        """[c upto−s0 N d] per-configuration deltas of senders s0..upto."""
+        if self.buf is not None:
+            return self.buf[:, : upto - self.s0]
+        t = torch.cat(self.chunks, dim=1) if len(self.chunks) > 1 else self.chunks[0]
+        return t[:, : upto - self.s0]
+
+    def _dense(self, m: Tensor, base: Tensor, hi: int) -> Tensor:
+        c, r, nd, s0 = m.shape[0], m.shape[1], base.numel(), self.s0
+        x = base.reshape(1, 1, nd) + (m[:, :, :s0].reshape(c * r, s0) @ self.shared.reshape(s0, nd)).view(c, r, nd)
+        if hi > s0:
+            x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi).reshape(c, hi - s0, nd))
+        return x
+
+    def _sparse(self, w: Tensor, start: Tensor, cols: Tensor) -> Tensor:
+        """start [c N d] + Σ over the senders `cols` of w[:, :, col] · delta_col -> [c r N·d]."""
+        c, r = w.shape[:2]
+        nd = start[0].numel()
+        x = start.reshape(c, 1, nd).expand(c, r, nd)
+        sh, pc = cols[cols < self.s0], cols[cols >= self.s0]
+        if len(sh):
+            x = x + (w[:, :, sh].reshape(c * r, -1) @ self.shared[sh].reshape(len(sh), nd)).view(c, r, nd)
+        if len(pc):
+            x = torch.baddbmm(x, w[:, :, pc], self.buf[:, pc - self.s0].reshape(c, len(pc), nd))
+        return x
+
+    def mix(self, masks: Tensor, st: StageLayout, base: Tensor) -> Tensor:
+        """Receiver inputs [c r N d] of one stage: base + Σ_s mask[r, s] · delta_s."""
+        m = masks[:, st.rows, : st.n_senders_before]  # [c r sender]
+        c, r = m.shape[:2]
+        hi = st.n_senders_before
+        if self.grad or hi not in self.sums:
+            x = self._dense(m, base, hi)
+        else:
+            used = (m != 0).flatten(0, 1).any(0).nonzero().flatten()
+            not_one = (m != 1).flatten(0, 1).any(0).nonzero().flatten()
+            if len(used) <= len(not_one):
+                x = self._sparse(m, base.expand(c, *base.shape), used)
+            else:
+                x = self._sparse(m - 1, base + self.sums[hi], not_one)
+        return x.view(c, r, *base.shape)
+
+    def all(self) -> Tensor:
+        """[c sender N d] every delta so far."""
+        shared = self.shared.expand(self.c, *self.shared.shape)
+        if self.n == self.s0:
+            return shared
+        return torch.cat([shared, self.per_config(self.n)], dim=1)
 
 
 def _run(
@@ -158,16 +224,15 @@ def _run(
     base = ablation.base.reshape(len(graph.stages), N, d)
     rot = rotary_tables(cfg, p, tokens.device, model.W_E.dtype)
     if start is None:
-        chunks = [(0, 1, (embed(model, tokens).reshape(1, N, d) - abl[:1]))]
-        first = 0
+        shared, first = embed(model, tokens).reshape(1, N, d) - abl[:1], 0
     else:
-        chunks = [(0, start.deltas.shape[0], start.deltas)]
-        first = start.stage_index
+        shared, first = start.deltas, start.stage_index
+    deltas = _Deltas(shared, c, len(graph.senders), torch.is_grad_enabled())
     stop = len(graph.stages) if stop_stage is None else stop_stage
     logits = None
     for si in range(first, stop):
         st = graph.stages[si]
-        x = _mix(masks, st, chunks, base[si], c)  # [c r N d]
+        x = deltas.mix(masks, st, base[si])  # [c r N d]
         if st.kind == "attn":
             x5 = x.view(c, -1, b, p, d)
             heads = attention(model.blocks[st.layer], cfg, x5[:, st.q], x5[:, st.k], x5[:, st.v], rot)
@@ -182,13 +247,8 @@ def _run(
                 resid = resid[:, torch.arange(b, device=tokens.device), positions]  # [c b d]
             logits = unembed(model, resid)
             break
-        chunks.append((st.senders.start, st.senders.stop, out - abl[st.senders]))
-    if not want_deltas:
-        return logits, None
-    deltas = []
-    for _, _, t in chunks:
-        deltas.append(t.expand(c, *t.shape) if t.dim() == 3 else t)
-    return logits, torch.cat(deltas, dim=1)  # [c sender N d]
+        deltas.append(out - abl[st.senders])
+    return logits, (deltas.all() if want_deltas else None)
 
 
 @dataclass(frozen=True, eq=False)
