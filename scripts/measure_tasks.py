@@ -20,6 +20,7 @@ import torch
 
 from subcircuit.models import MODELS, load
 from subcircuit.tasks import PERFORMANCE_FILE, TASKS, full_model_scores, get_task, meets_criterion
+from subcircuit.tasks.metrics import BUILTIN_METRICS
 
 EXTRA_MODELS = {"induction": ["smollm2-135m"]}
 
@@ -33,10 +34,11 @@ def measure(task: str, model: str, n: int, seed: int, cache: dict[str, Any]) -> 
         cache[model] = load(model)
     loaded = cache[model]
     t = get_task(task, loaded, n=n, seed=seed)
+    spec = TASKS[task]
+    names = [*BUILTIN_METRICS, *([spec.natural_metric] if spec.natural_metric not in BUILTIN_METRICS else [])]
     t0 = time.time()
     with torch.no_grad():
-        scores = full_model_scores(loaded.model, t)
-    spec = TASKS[task]
+        scores = full_model_scores(loaded.model, t, names)
     return {
         "task": task,
         "model": model,
@@ -64,14 +66,15 @@ def main() -> None:
             row = measure(task, model, args.n, args.seed, cache)
             if row is not None:
                 rows.append(row)
-    cols = ["accuracy", "logit-diff", "prob-diff", "nll", "kl@corrupted", "logit-diff@corrupted", "prob-diff@corrupted"]
+    cols = ["accuracy", "logit-diff", "prob-diff", "nll", "kl@corrupted", "logit-diff@corrupted", "prob-diff@corrupted",
+            "nll@corrupted"]
     print("| task | model | n | " + " | ".join(cols) + " | criterion | works |")
     print("|" + "---|" * (len(cols) + 5))
     for r in rows:
         s = r["scores"]
         crit = " ".join(str(x) for x in r["criterion"]) if r["criterion"] else ""
-        vals = " | ".join(f"{s[c]:.3f}" for c in cols)
-        print(f"| {r['task']} | {r['model']} | {r['n']} | {vals} | {crit} | {'yes' if r['works'] else 'NO'} |")
+        vals = " | ".join(f"{s[c]:.3f}" if c in s else "" for c in cols)
+        print(f"| {r['task']} | {r['model']} | {r['n']} | {vals} | {crit} | { {True: 'yes', False: 'NO', None: '-'}[r['works']] } |")
     if args.write:
         old = json.loads(PERFORMANCE_FILE.read_text())["rows"] if PERFORMANCE_FILE.exists() else []
         keep = [o for o in old if (o["task"], o["model"]) not in {(r["task"], r["model"]) for r in rows}]
