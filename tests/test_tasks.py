@@ -22,9 +22,12 @@ from subcircuit.tasks.induction import build_induction
 TEXT_TASKS = ["ioi", "greater-than", "docstring", "gendered-pronoun"]
 
 
+def _loaded(name: str, **kw):
+    return id_model() if name == "induction" else word_model(**kw)
+
+
 def _build(name: str, n: int = 12, seed: int = 0, **kw) -> Task:
-    loaded = id_model() if name == "induction" else word_model(**kw)
-    return get_task(name, loaded, n=n, seed=seed)
+    return get_task(name, _loaded(name, **kw), n=n, seed=seed)
 
 
 def _same(a: Task, b: Task) -> bool:
@@ -39,10 +42,12 @@ def test_generation_is_deterministic(name):
     assert not _same(_build(name, seed=3), _build(name, seed=4))
 
 
+@pytest.mark.parametrize("seed", [0, 7])
 @pytest.mark.parametrize("name", [*TEXT_TASKS, "induction"])
-def test_batches_line_up(name):
-    task = _build(name, n=20)
-    vocab = task.meta.get("vocab") or 10_000
+def test_batches_line_up(name, seed):
+    loaded = _loaded(name)
+    task = get_task(name, loaded, n=20, seed=seed)
+    vocab = loaded.cfg.vocab_size
     b, p = task.clean.shape
     assert b == 20 and task.corrupted.shape == (b, p)
     assert task.positions.shape == (b,) and int(task.positions.max()) == p - 1  # right padding only
@@ -54,7 +59,7 @@ def test_batches_line_up(name):
         good = set(task.correct[i][task.correct[i] >= 0].tolist())
         bad = set(task.wrong[i][task.wrong[i] >= 0].tolist())
         assert good and bad and not good & bad
-        assert max(good | bad) < vocab
+        assert max(good | bad) < vocab and int(task.clean[i].max()) < vocab
     assert (task.clean != task.corrupted).any(dim=1).all()  # every pair contrasts
 
 

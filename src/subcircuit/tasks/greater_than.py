@@ -50,11 +50,8 @@ CENTURIES = [str(c) for c in range(11, 18)]
 def detect_variant(tokenizer: Any) -> str:
     """'two-digit' if every "00".."99" continues " 17" as one token, 'digit' if years split into
     single digits, else a ValueError (the task does not fit this tokenizer)."""
-    base = encode(tokenizer, TEMPLATE.format(noun="war", century="17", yy="32"))
-    prefix = encode(tokenizer, "The war lasted from the year 1732 to the year 17")
-    if base[: len(prefix)] != prefix:
-        raise ValueError("greater-than: this tokenizer does not split ' 17YY' after ' 17'")
-    full = encode(tokenizer, "The war lasted from the year 1732 to the year 1745")
+    prefix = encode(tokenizer, TEMPLATE.format(noun="war", century="17", yy="32"))
+    full = encode(tokenizer, TEMPLATE.format(noun="war", century="17", yy="32") + "45")
     extra = full[len(prefix) :]
     if full[: len(prefix)] == prefix and len(extra) == 1:
         if all(single_token(tokenizer, f"{yy:02d}") is not None for yy in range(100)):
