@@ -73,7 +73,8 @@ def is_tty() -> bool:
 def out() -> Console:
     """A rich console on stdout (results: tables, numbers). Not a terminal: 160 columns (or
     $COLUMNS), so tables written to files and pipes are not squeezed into 80."""
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 0) or 160)
+    columns = os.environ.get("COLUMNS", "")
+    width = None if sys.stdout.isatty() else int(columns) if columns.isdigit() else 160
     return Console(highlight=False, width=width)
 
 
