@@ -214,6 +214,7 @@ def _run(
     start: Prefix | None,
     want_deltas: bool = False,
     stop_stage: int | None = None,
+    skip_dead: bool = True,
 ):
     cfg = model.cfg
     c = masks.shape[0]
@@ -227,18 +228,36 @@ def _run(
         shared, first = embed(model, tokens).reshape(1, N, d) - abl[:1], 0
     else:
         shared, first = start.deltas, start.stage_index
-    deltas = _Deltas(shared, c, len(graph.senders), torch.is_grad_enabled())
+    grad = torch.is_grad_enabled()
+    deltas = _Deltas(shared, c, len(graph.senders), grad)
+    # A sender no configuration reads (a dead head or MLP) need not be computed: its delta only
+    # ever meets mask weight 0, so it is stored as 0 (never under autograd, which needs it).
+    alive = None if grad or not skip_dead else masks.ne(0).flatten(0, 1).any(0).cpu()
     stop = len(graph.stages) if stop_stage is None else stop_stage
     logits = None
     for si in range(first, stop):
         st = graph.stages[si]
+        n_out = st.senders.stop - st.senders.start
+        if alive is not None and st.kind != "logits" and not bool(alive[st.senders].any()):
+            deltas.append(abl.new_zeros(c, n_out, N, d))
+            continue
         x = deltas.mix(masks, st, base[si])  # [c r N d]
         if st.kind == "attn":
             x5 = x.view(c, -1, b, p, d)
-            heads = attention(model.blocks[st.layer], cfg, x5[:, st.q], x5[:, st.k], x5[:, st.v], rot)
-            out = heads.reshape(c, cfg.n_heads, N, d)
-            if st.senders.stop - st.senders.start == 1:
+            blk = model.blocks[st.layer]
+            heads = None
+            if alive is not None and n_out == cfg.n_heads and not bool(alive[st.senders].all()):
+                heads = alive[st.senders].nonzero().flatten().to(x.device)
+            out = attention(blk, cfg, x5[:, st.q], x5[:, st.k], x5[:, st.v], rot, heads).flatten(2, 3)
+            if n_out == 1:
                 out = out.sum(1, keepdim=True)
+            if heads is None:
+                deltas.append(out - abl[st.senders])
+            else:  # dead heads keep delta 0
+                delta = abl.new_zeros(c, n_out, N, d)
+                delta[:, heads] = out - abl[st.senders][heads]
+                deltas.append(delta)
+            continue
         elif st.kind == "mlp":
             out = mlp(model.blocks[st.layer], cfg, x[:, 0])[:, None]  # [c 1 N d]
         else:
@@ -277,7 +296,7 @@ class Patcher:
         with torch.no_grad():
             _, deltas = _run(self.model, self.graph, self.tokens, self.ablation,
                              mask[None].to(self.model.W_E.dtype), None, None, want_deltas=True,
-                             stop_stage=stage_index)
+                             stop_stage=stage_index, skip_dead=False)
         n = self.graph.stages[stage_index].senders.start  # every sender computed before this stage
         return Prefix(stage_index, deltas[0, :n].contiguous())
 

@@ -143,10 +143,11 @@ def _rotate(x: Tensor, rot) -> Tensor:
 def _project(x: Tensor, W: Tensor, b: Tensor, slot_weight: Tensor | None) -> Tensor:
     """x [c s b p d] (normalized) -> [c n b p e].
 
-    With s == 1 every one of the n heads of W [n d e] reads the same input (one fused matmul).
-    Otherwise slot i reads x[:, i] and is projected by W[slot_weight[i]] (n = s)."""
+    With s == 1 and no `slot_weight`, every one of the n heads of W [n d e] reads the same input
+    (one fused matmul). Otherwise slot i reads x[:, i] and is projected by W[slot_weight[i]]
+    (or W[i] without `slot_weight`; n = s)."""
     c, s, b_, p, d = x.shape
-    if s == 1:
+    if s == 1 and slot_weight is None:
         n, _, e = W.shape
         y = x.reshape(c, b_ * p, d) @ W.permute(1, 0, 2).reshape(d, n * e)
         return (y.view(c, b_, p, n, e) + b).permute(0, 3, 1, 2, 4)
@@ -156,7 +157,10 @@ def _project(x: Tensor, W: Tensor, b: Tensor, slot_weight: Tensor | None) -> Ten
 
 def attention_pattern(block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, rot) -> Tensor:
     """Attention probabilities [c h b q k] from query/key inputs (see `attention`)."""
-    q, k = _qk(block, cfg, q_in, k_in, rot)
+    q = _queries(block, cfg, q_in, None)
+    k = _keys_or_values(block.W_K, block.b_K, block, cfg, k_in, None)
+    if rot is not None:
+        q, k = _rotate(q, rot), _rotate(k, rot)
     return _softmax_scores(cfg, q, k)
 
 
@@ -176,14 +180,21 @@ def _to_heads(cfg: ModelConfig, x: Tensor) -> Tensor:
     return x.repeat_interleave(cfg.group_size, dim=1)
 
 
-def _qk(block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, rot) -> tuple[Tensor, Tensor]:
-    qn = normalize(q_in, block.ln1_w, block.ln1_b, cfg)
-    kn = normalize(k_in, block.ln1_w, block.ln1_b, cfg)
-    q = _project(qn, block.W_Q, block.b_Q, None)
-    k = _to_heads(cfg, _project(kn, block.W_K, block.b_K, _slot_map(cfg, k_in.shape[1])))
-    if rot is not None:
-        q, k = _rotate(q, rot), _rotate(k, rot)
-    return q, k
+def _queries(block: Block, cfg: ModelConfig, q_in: Tensor, heads: Tensor | None) -> Tensor:
+    """Queries [c h' b p e] of `heads` (all when None) from q_in [c s b p d], s in {1, h}."""
+    if heads is None or q_in.shape[1] == 1:
+        q = _project(normalize(q_in, block.ln1_w, block.ln1_b, cfg), block.W_Q, block.b_Q, None)
+        return q if heads is None else q[:, heads]
+    return _project(normalize(q_in[:, heads], block.ln1_w, block.ln1_b, cfg), block.W_Q, block.b_Q, heads)
+
+
+def _keys_or_values(W: Tensor, b: Tensor, block: Block, cfg: ModelConfig, x: Tensor, heads: Tensor | None) -> Tensor:
+    """Keys (or values) [c h' b p e] of `heads` from x [c s b p d], s in {1, kv_heads, h}."""
+    if heads is not None and x.shape[1] == cfg.n_heads:  # one input per head: project only those
+        xn = normalize(x[:, heads], block.ln1_w, block.ln1_b, cfg)
+        return _project(xn, W, b, heads // cfg.group_size)
+    y = _to_heads(cfg, _project(normalize(x, block.ln1_w, block.ln1_b, cfg), W, b, _slot_map(cfg, x.shape[1])))
+    return y if heads is None else y[:, heads]
 
 
 def _softmax_scores(cfg: ModelConfig, q: Tensor, k: Tensor) -> Tensor:
@@ -200,17 +211,23 @@ def _softmax_scores(cfg: ModelConfig, q: Tensor, k: Tensor) -> Tensor:
     return scores.softmax(-1).to(q.dtype)
 
 
-def attention(block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, v_in: Tensor, rot) -> Tensor:
+def attention(
+    block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, v_in: Tensor, rot, heads: Tensor | None = None
+) -> Tensor:
     """Per-head attention outputs [c h b p d] (without the output bias b_O).
 
     q_in [c s b p d] with s in {1, h}; k_in, v_in [c s b p d] with s in {1, kv_heads, h}: the
     residual stream each head's query (each key/value group's key and value, or each head's own
-    key and value) reads. s = 1 means all share one residual stream, as in the plain model."""
-    q, k = _qk(block, cfg, q_in, k_in, rot)
-    vn = normalize(v_in, block.ln1_w, block.ln1_b, cfg)
-    v = _to_heads(cfg, _project(vn, block.W_V, block.b_V, _slot_map(cfg, v_in.shape[1])))
+    key and value) reads. s = 1 means all share one residual stream, as in the plain model.
+    `heads` (optional) computes only those heads: the output is then [c len(heads) b p d]."""
+    q = _queries(block, cfg, q_in, heads)
+    k = _keys_or_values(block.W_K, block.b_K, block, cfg, k_in, heads)
+    v = _keys_or_values(block.W_V, block.b_V, block, cfg, v_in, heads)
+    if rot is not None:
+        q, k = _rotate(q, rot), _rotate(k, rot)
     z = _softmax_scores(cfg, q, k) @ v  # [c h b p e]
-    return torch.einsum("chbpe,hed->chbpd", z, block.W_O)
+    W_O = block.W_O if heads is None else block.W_O[heads]
+    return torch.einsum("chbpe,hed->chbpd", z, W_O)
 
 
 _ACTS = {

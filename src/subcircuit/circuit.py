@@ -1,0 +1,139 @@
+"""The circuit file (`circuit.json`, format `subcircuit.circuit/1`, fixed by DESIGN.md).
+
+A `Circuit` is the value a discovery run produces: every scored edge with its score and whether
+it is in the circuit, the run's parameters, the metric values behind faithfulness, timings and
+versions. Files are written atomically (temporary file, then rename), so a crash never leaves
+a half-written `circuit.json`. Loading checks the format and, given a graph, every edge name:
+unknown or duplicated names are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from subcircuit.errors import UserError
+
+FORMAT = "subcircuit.circuit/1"
+REQUIRED = ("format", "model", "task", "method", "granularity", "ablation", "metric", "params", "edges", "results")
+
+
+@dataclass(frozen=True)
+class Circuit:
+    model: str
+    task: str
+    method: str
+    granularity: str
+    ablation: str
+    metric: str
+    params: dict[str, Any]
+    edges: list[dict[str, Any]]  # {"edge": name, "score": float, "in_circuit": bool}
+    results: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def in_circuit(self) -> list[str]:
+        return [e["edge"] for e in self.edges if e["in_circuit"]]
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return {e["edge"]: e["score"] for e in self.edges}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write circuit.json atomically (a folder path gets `circuit.json` inside it)."""
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / "circuit.json"
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
+        return path
+
+
+def edge_records(edges: tuple[str, ...], scores: Tensor, in_circuit: Tensor) -> list[dict[str, Any]]:
+    """Records for circuit.json from names, scores [n_edges] and membership [n_edges]."""
+    out = []
+    for name, s, keep in zip(edges, scores.tolist(), in_circuit.tolist(), strict=True):
+        out.append({"edge": name, "score": _finite(s), "in_circuit": bool(keep)})
+    return out
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 0.0
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_circuit(path: str | Path, graph=None) -> Circuit:
+    """Read circuit.json (or a run folder holding one); with `graph`, check every edge name."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "circuit.json"
+    if not path.exists():
+        raise UserError(f"no circuit file at {str(path)!r}")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); was the file truncated?") from e
+    if not isinstance(d, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    missing = [k for k in REQUIRED if k not in d]
+    if missing:
+        raise UserError(f"{path}: missing field(s) {missing}")
+    if d["format"] != FORMAT:
+        raise UserError(f"{path}: format {d['format']!r} is not supported; expected {FORMAT!r}")
+    edges = d["edges"]
+    if not isinstance(edges, list):
+        raise UserError(f"{path}: 'edges' must be a list")
+    seen: set[str] = set()
+    for i, e in enumerate(edges):
+        if not isinstance(e, dict) or not isinstance(e.get("edge"), str):
+            raise UserError(f"{path}: edges[{i}] must be an object with a string 'edge'")
+        if not isinstance(e.get("score"), int | float) or isinstance(e.get("score"), bool):
+            raise UserError(f"{path}: edges[{i}] ({e['edge']!r}) has no numeric 'score'")
+        if not isinstance(e.get("in_circuit"), bool):
+            raise UserError(f"{path}: edges[{i}] ({e['edge']!r}) has no boolean 'in_circuit'")
+        if e["edge"] in seen:
+            raise UserError(f"{path}: edge {e['edge']!r} is listed twice")
+        seen.add(e["edge"])
+        if graph is not None:
+            try:
+                graph.edge(e["edge"])
+            except UserError as err:
+                raise UserError(f"{path}: edges[{i}]: {err}") from None
+    fields = {k: d[k] for k in REQUIRED if k != "format"}
+    return Circuit(**fields, timings_s=d.get("timings_s", {}), versions=d.get("versions", {}))
+
+
+def circuit_mask(circuit: Circuit, graph) -> Tensor:
+    """[receiver sender] 0/1 mask of the circuit's edges."""
+    return graph.mask_from_edges(circuit.in_circuit)
+
+
+def scores_tensor(circuit: Circuit, graph) -> Tensor:
+    """[n_edges] scores in `graph.edges` order (edges the file lacks get -inf)."""
+    out = torch.full((graph.n_edges,), -math.inf)
+    for e in circuit.edges:
+        out[graph.edge_position(e["edge"])] = e["score"]
+    return out

@@ -1,0 +1,234 @@
+"""`discover`: one call from (model, task, method, options) to a `Circuit`.
+
+This is the pipeline behind `subcircuit discover`: load the model and build the task for its
+tokenizer, build the graph and the ablation, run the registered method, select the circuit,
+measure the metric on the full model, the circuit and the empty graph (faithfulness), and
+write `circuit.json`. ACDC runs keep their trace in `DIR/acdc-trace.json` after every receiver,
+so an interrupted run resumes (`resume=True`) with the identical circuit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from subcircuit.circuit import Circuit, atomic_write_text, edge_records
+from subcircuit.errors import UserError
+from subcircuit.graph import build_graph
+from subcircuit.methods import get_method, make_problem
+from subcircuit.methods.acdc import Trial, acdc_fast, acdc_reference
+from subcircuit.methods.base import Problem, ProgressFn, _no_progress
+from subcircuit.models.loading import LoadedModel, load
+from subcircuit.patching import ABLATIONS
+from subcircuit.tasks import get_metric, get_task
+
+log = logging.getLogger(__name__)
+TRACE_FILE = "acdc-trace.json"
+
+
+@dataclass(frozen=True)
+class DiscoverOptions:
+    """Options of one discovery run (the CLI flags of `subcircuit discover`)."""
+
+    method: str = "acdc"
+    threshold: float | None = None  # ACDC τ (default 0.01 unless `edges` is given)
+    edges: int | None = None  # target circuit size
+    metric: str | None = None  # default: the task's default metric (kl for most)
+    ablation: str = "corrupted"
+    granularity: str = "heads-qkv"
+    n_examples: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    abs_value: bool = False
+
+    def validate(self) -> None:
+        if self.threshold is not None and (not isinstance(self.threshold, int | float) or math.isnan(self.threshold)
+                                           or self.threshold < 0):
+            raise UserError(f"--threshold {self.threshold!r} is invalid; expected a number >= 0")
+        if self.threshold is not None and self.edges is not None:
+            raise UserError("give either --threshold or --edges, not both")
+        if self.edges is not None and self.edges < 1:
+            raise UserError(f"--edges {self.edges} is invalid; expected at least 1")
+        if self.ablation not in ABLATIONS:
+            from subcircuit.errors import unknown
+
+            raise unknown("ablation", self.ablation, ABLATIONS)
+        get_method(self.method)
+
+
+def versions() -> dict[str, str]:
+    out = {"torch": torch.__version__.split("+")[0]}
+    for pkg in ("subcircuit", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _trace_path(out: Path | None) -> Path | None:
+    return None if out is None else out / TRACE_FILE
+
+
+def _save_trace(path: Path, header: dict[str, Any], trace: list[Trial]) -> None:
+    rows = [[t.receiver, t.sender, t.loss, t.removed] for t in trace]
+    atomic_write_text(path, json.dumps({"header": header, "trials": rows}))
+
+
+def _load_trace(path: Path, header: dict[str, Any]) -> list[Trial]:
+    try:
+        d = json.loads(path.read_text())
+        if d["header"] != header:
+            diff = sorted(k for k in set(header) | set(d["header"]) if header.get(k) != d["header"].get(k))
+            raise UserError(f"cannot resume from {path}: the run's options differ ({', '.join(diff)})")
+        return [Trial(int(r), int(s), float(loss), bool(rm)) for r, s, loss, rm in d["trials"]]
+    except (KeyError, ValueError, TypeError) as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"cannot resume: {path} is damaged ({e})") from e
+
+
+def run_acdc(problem: Problem, threshold: float, abs_value: bool = False, trace: list[Trial] | None = None,
+             progress: ProgressFn = _no_progress, checkpoint=None, reference: bool = False):
+    fn = acdc_reference if reference else acdc_fast
+    return fn(problem, threshold, abs_value, trace=trace, progress=progress, on_receiver=checkpoint)
+
+
+def acdc_for_size(problem: Problem, n_edges: int, abs_value: bool = False, progress: ProgressFn = _no_progress,
+                  max_runs: int = 12):
+    """The largest ACDC circuit with at most `n_edges` edges, searching τ on a log scale.
+
+    Each run replays the trace of the run with the nearest τ until their decisions diverge, so
+    later runs cost a fraction of the first. Returns (state, τ, runs: [(τ, size)])."""
+    if n_edges > problem.graph.n_edges:
+        raise UserError(f"--edges {n_edges} is larger than the graph ({problem.graph.n_edges} edges)")
+    runs: dict[float, Any] = {}
+
+    def run(tau: float):
+        near = min(runs, key=lambda t: abs(math.log(t) - math.log(tau)), default=None)
+        st = acdc_fast(problem, tau, abs_value, trace=None if near is None else runs[near].trace, progress=progress)
+        runs[tau] = st
+        return int(st.mask.sum())
+
+    lo, hi = None, None  # lo: size > n (τ too small); hi: size <= n
+    tau = 1e-3
+    for _ in range(max_runs):
+        size = run(tau)
+        if size <= n_edges:
+            hi = tau
+            if lo is not None:
+                break
+            tau /= 10
+        else:
+            lo = tau
+            if hi is not None:
+                break
+            tau *= 10
+        if tau < 1e-9 or tau > 1e6:
+            break
+    for _ in range(max_runs):
+        if lo is None or hi is None or hi / lo < 1.05:
+            break
+        mid = math.sqrt(lo * hi)
+        if run(mid) <= n_edges:
+            hi = mid
+        else:
+            lo = mid
+    if hi is None:
+        raise UserError(f"no threshold gives a circuit of at most {n_edges} edges")
+    return runs[hi], hi, sorted((t, int(s.mask.sum())) for t, s in runs.items())
+
+
+def discover(
+    model: str | LoadedModel,
+    task: str | Path,
+    options: DiscoverOptions = DiscoverOptions(),
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: ProgressFn = _no_progress,
+) -> Circuit:
+    """Run a discovery method and return (and with `out`, write) the circuit."""
+    options.validate()
+    t0 = time.perf_counter()
+    loaded = model if isinstance(model, LoadedModel) else load(model, options.device)
+    t_load = time.perf_counter() - t0
+    task_obj = get_task(task, loaded, options.n_examples, options.seed)
+    metric_name = options.metric or task_obj.metric or "kl"
+    metric = get_metric(metric_name)
+    graph = build_graph(loaded.cfg, options.granularity)
+    torch.manual_seed(options.seed)
+    problem = make_problem(loaded.model, graph, task_obj, metric, options.ablation)
+    out_dir = Path(out) if out is not None else None
+    t1 = time.perf_counter()
+    params: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    if options.method == "acdc":
+        header = {k: v for k, v in asdict(options).items() if k not in ("device",)}
+        header.update(model=loaded.name, task=str(task))
+        tpath = _trace_path(out_dir)
+        trace = _load_trace(tpath, header) if resume and tpath is not None and tpath.exists() else None
+        if resume and trace is None:
+            log.warning("nothing to resume in %s; starting afresh", out_dir)
+        checkpoint = None if tpath is None else (lambda st: _save_trace(tpath, header, st.trace))
+        if options.edges is not None:
+            state, tau, runs = acdc_for_size(problem, options.edges, options.abs_value, progress)
+            params = {"threshold": tau, "target_edges": options.edges, "abs": options.abs_value}
+            info["tau_search"] = [{"threshold": t, "n_edges": n} for t, n in runs]
+        else:
+            tau = 0.01 if options.threshold is None else float(options.threshold)
+            state = run_acdc(problem, tau, options.abs_value, trace, progress, checkpoint)
+            params = {"threshold": tau, "abs": options.abs_value}
+        scores = graph.to_flat(state.scores)
+        keep = graph.to_flat(state.mask.cpu() != 0)
+        info.update(n_trials=len(state.trace), n_skipped=state.skipped, forward_configs=state.forward_configs)
+    else:
+        spec = get_method(options.method)
+        res = spec.fn(problem, **({"progress": progress}))
+        scores = res.scores
+        keep = res.in_circuit
+        params = dict(res.params)
+        if keep is None:
+            from subcircuit.selection import select_top
+
+            n = options.edges if options.edges is not None else max(1, graph.n_edges // 100)
+            keep = select_top(scores, n)
+            params["edges"] = n
+        info.update(res.info)
+    t_method = time.perf_counter() - t1
+    params.update(seed=options.seed, n_examples=task_obj.n)
+    results = measure(problem, graph.from_flat(keep.float()))
+    results.update(n_edges_total=graph.n_edges, n_edges_in_circuit=int(keep.sum()))
+    results.update({k: v for k, v in info.items() if isinstance(v, int | float | list)})
+    circuit = Circuit(
+        model=loaded.name, task=str(task), method=options.method, granularity=options.granularity,
+        ablation=options.ablation, metric=metric_name, params=params,
+        edges=edge_records(graph.edges, scores, keep),
+        results=results,
+        timings_s={"load": round(t_load, 3), "method": round(t_method, 3),
+                   "total": round(time.perf_counter() - t0, 3)},
+        versions=versions(),
+    )
+    if out_dir is not None:
+        circuit.save(out_dir)
+    return circuit
+
+
+def measure(problem: Problem, mask: torch.Tensor) -> dict[str, float]:
+    """Metric values of the full model, the circuit and the empty graph, and faithfulness
+    f = (m(C) − m(∅)) / (m(N) − m(∅)) (MIB's definition)."""
+    g = problem.graph
+    masks = torch.stack([g.full_mask(), mask.to(torch.float32), torch.zeros(g.shape)]).to(problem.model.device)
+    with torch.no_grad():
+        full, circ, empty = (float(v) for v in problem.value(masks))
+    denom = full - empty
+    faith = (circ - empty) / denom if abs(denom) > 1e-12 else float("nan")
+    return {"metric_full_model": full, "metric_circuit": circ, "metric_empty_circuit": empty,
+            "faithfulness": faith if math.isfinite(faith) else None}

@@ -1,0 +1,98 @@
+"""ACDC: the fast path makes exactly the reference's decisions; traces resume and replay."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY_CONFIGS, random_model
+
+from subcircuit.errors import UserError
+from subcircuit.graph import build_graph
+from subcircuit.methods.acdc import acdc_fast, acdc_reference
+from subcircuit.methods.base import make_problem
+from subcircuit.tasks.base import Task
+from subcircuit.tasks.metrics import get_metric
+
+torch.set_grad_enabled(False)
+
+
+def tiny_task(model, b=4, p=6, seed=0) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    v = model.cfg.vocab_size
+    clean = torch.randint(0, v, (b, p), generator=g)
+    corrupted = torch.randint(0, v, (b, p), generator=g)
+    correct = torch.randint(0, v, (b, 1), generator=g)
+    wrong = torch.randint(0, v, (b, 1), generator=g)
+    return Task("tiny", clean, corrupted, torch.full((b,), p - 1), correct, wrong)
+
+
+def problem_for(name, gran="heads-qkv", ablation="corrupted", metric="kl", seed=1):
+    model = random_model(TINY_CONFIGS[name], seed=seed, scale=0.5)
+    return make_problem(model, build_graph(model.cfg, gran), tiny_task(model), get_metric(metric), ablation)
+
+
+def assert_same(fast, ref):
+    assert torch.equal(fast.mask, ref.mask)
+    torch.testing.assert_close(fast.scores, ref.scores, atol=1e-5, rtol=0)
+    assert [(t.receiver, t.sender, t.removed) for t in fast.trace] == [
+        (t.receiver, t.sender, t.removed) for t in ref.trace]
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+@pytest.mark.parametrize("ablation", ["corrupted", "mean", "zero"])
+@pytest.mark.parametrize("tau,abs_value", [(0.003, False), (0.03, False), (0.01, True)])
+def test_fast_equals_reference(name, ablation, tau, abs_value):
+    prob = problem_for(name, ablation=ablation)
+    ref = acdc_reference(prob, tau, abs_value)
+    fast = acdc_fast(prob, tau, abs_value)
+    assert_same(fast, ref)
+    assert 0 < int(ref.mask.sum()) < prob.graph.n_edges or tau > 0.01  # a nontrivial circuit
+    assert fast.forward_configs >= ref.forward_configs  # speculation only adds configurations
+
+
+@pytest.mark.parametrize("gran", ["heads", "layers"])
+def test_fast_equals_reference_other_granularities(gran):
+    prob = problem_for("llama-gqa", gran=gran, metric="logit-diff")
+    assert_same(acdc_fast(prob, 0.02), acdc_reference(prob, 0.02))
+
+
+def test_small_batches_equal_large(monkeypatch):
+    prob = problem_for("gpt2")
+    assert_same(acdc_fast(prob, 0.005, max_batch=1), acdc_fast(prob, 0.005, max_batch=64))
+
+
+def test_resume_from_partial_trace_equals_uninterrupted():
+    prob = problem_for("llama-gqa")
+    whole = acdc_fast(prob, 0.005)
+    snapshots = []
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(state):
+        snapshots.append(list(state.trace))
+        if len(snapshots) == 7:
+            raise Stop
+
+    with pytest.raises(Stop):
+        acdc_fast(prob, 0.005, on_receiver=interrupt)
+    partial = snapshots[-1]
+    assert 0 < len(partial) < len(whole.trace)
+    resumed = acdc_fast(prob, 0.005, trace=partial)
+    assert_same(resumed, whole)
+    assert resumed.forward_configs < whole.forward_configs
+
+
+def test_trace_from_another_threshold_is_reused_exactly():
+    prob = problem_for("gpt2")
+    low = acdc_fast(prob, 0.002)
+    direct = acdc_fast(prob, 0.02)
+    reused = acdc_fast(prob, 0.02, trace=low.trace)
+    assert_same(reused, direct)
+
+
+def test_bad_threshold():
+    prob = problem_for("gpt2")
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(UserError, match="threshold"):
+            acdc_fast(prob, bad)
