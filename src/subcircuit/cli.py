@@ -261,6 +261,70 @@ def print_demo(r: Any) -> None:
     c.print("(circuit discovery — `subcircuit discover` — is not available yet; it will explain this behaviour)")
 
 
+@app.command()
+def discover(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Short name, local folder or Hugging Face id.")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Built-in task name or a task file (JSONL).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (circuit.json ...).")] = None,
+    method: Annotated[str, typer.Option("--method", help="acdc (see `subcircuit methods`).")] = "acdc",
+    threshold: Annotated[float | None, typer.Option("--threshold", help="ACDC's τ (default 0.01).")] = None,
+    edges: Annotated[int | None, typer.Option("--edges", help="Target circuit size (ACDC searches τ).")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="kl, logit-diff, prob-diff, nll (default: the task's).")] = None,
+    ablation: Annotated[str, typer.Option("--ablation", help="corrupted, mean or zero.")] = "corrupted",
+    granularity: Annotated[str, typer.Option("--granularity", help="heads-qkv, heads or layers.")] = "heads-qkv",
+    n_examples: Annotated[int | None, typer.Option("--n-examples", help="Number of prompts.")] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    abs_value: Annotated[bool, typer.Option("--abs", help="ACDC: compare |Δmetric| with τ.")] = False,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Resume the interrupted run in this folder.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+) -> None:
+    """Find the circuit of a task in a model; writes DIR/circuit.json."""
+    import time as _time
+
+    from subcircuit.discover import DiscoverOptions, options_from_trace
+    from subcircuit.discover import discover as run_discover
+
+    if resume is not None:
+        out_dir = resume
+        opts, model, task = options_from_trace(resume, device)
+    else:
+        if model is None or task is None or out_dir is None:
+            missing = [n for n, v in (("--model", model), ("--task", task), ("--out", out_dir)) if v is None]
+            raise UserError(f"missing option(s) {', '.join(missing)} (or give --resume DIR)")
+        if (out_dir / "circuit.json").exists() or (out_dir / "acdc-trace.json").exists():
+            if not overwrite:
+                raise UserError(f"output folder {str(out_dir)!r} already holds a run; use --overwrite or --resume")
+            for f in ("circuit.json", "acdc-trace.json"):
+                (out_dir / f).unlink(missing_ok=True)
+        opts = DiscoverOptions(method=method, threshold=threshold, edges=edges, metric=metric, ablation=ablation,
+                               granularity=granularity, n_examples=n_examples, seed=seed, device=device,
+                               abs_value=abs_value)
+    with progress() as bar:
+        job = bar.add_task("edges tried", total=None)
+        last = [0.0]
+
+        def report(done: int, total: int, what: str) -> None:
+            bar.update(job, completed=done, total=total, description=f"edges tried · {what}")
+            now = _time.monotonic()
+            if not is_tty() and now - last[0] > 10:
+                last[0] = now
+                log.info("edges tried %d/%d (receiver %s)", done, total, what)
+
+        circuit = run_discover(model, task, opts, out=out_dir, resume=resume is not None, progress=report)
+    r = circuit.results
+    c = out()
+    c.print(f"[bold]{circuit.method}[/] on {circuit.model} / {circuit.task} ({circuit.granularity}, "
+            f"{circuit.ablation} ablation, metric {circuit.metric}): "
+            f"{r['n_edges_in_circuit']} of {r['n_edges_total']} edges")
+    faith = r.get("faithfulness")
+    c.print(f"metric: full model {r['metric_full_model']:.4g}, circuit {r['metric_circuit']:.4g}, "
+            f"empty {r['metric_empty_circuit']:.4g}; faithfulness {'n/a' if faith is None else f'{faith:.3f}'}")
+    if "threshold" in circuit.params:
+        c.print(f"threshold τ = {circuit.params['threshold']:.4g}; time {circuit.timings_s['total']:.1f} s")
+    c.print(f"wrote {out_dir / 'circuit.json'}")
+
+
 # ------------------------------------------------------------------------------ entry points
 
 

@@ -96,6 +96,19 @@ def _load_trace(path: Path, header: dict[str, Any]) -> list[Trial]:
         raise UserError(f"cannot resume: {path} is damaged ({e})") from e
 
 
+def options_from_trace(folder: str | Path, device: str = "cpu") -> tuple[DiscoverOptions, str, str]:
+    """(options, model, task) of the interrupted ACDC run in `folder` (from its trace header)."""
+    path = Path(folder) / TRACE_FILE
+    if not path.exists():
+        raise UserError(f"nothing to resume in {str(folder)!r}: no {TRACE_FILE}")
+    try:
+        header = dict(json.loads(path.read_text())["header"])
+        model, task = header.pop("model"), header.pop("task")
+        return DiscoverOptions(**header, device=device), model, task
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"cannot resume: {path} is damaged ({e})") from e
+
+
 def run_acdc(problem: Problem, threshold: float, abs_value: bool = False, trace: list[Trial] | None = None,
              progress: ProgressFn = _no_progress, checkpoint=None, reference: bool = False):
     fn = acdc_reference if reference else acdc_fast
