@@ -1,0 +1,84 @@
+"""Faithfulness: how much of the full model's behaviour a circuit alone recovers.
+
+MIB's definition (Mueller et al. 2025, "MIB: A Mechanistic Interpretability Benchmark"), also
+DESIGN.md's:
+
+    f(C) = (m(C) − m(∅)) / (m(N) − m(∅))
+
+with m the task metric's own value (`Problem.value`, not the loss), m(N) the full model (every
+edge kept), m(C) the circuit (every other edge ablated) and m(∅) the empty graph (every edge
+ablated). f = 1: the circuit does what the model does; f = 0: no better than ablating everything.
+f is undefined (None) when m(N) = m(∅), i.e. the ablation does not change the metric at all.
+
+The full and empty graphs are the same for every circuit of a problem, so `Baseline` measures
+them once and `faithfulness_many` evaluates any number of circuits as one batch of mask
+configurations through the patching primitive.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from subcircuit.methods.base import Problem
+
+EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """m(N) and m(∅) of a problem: the two ends faithfulness is normalized by."""
+
+    full: float
+    empty: float
+
+    def normalize(self, value: float) -> float | None:
+        """f = (value − m(∅)) / (m(N) − m(∅)); None when m(N) = m(∅)."""
+        return faithfulness_value(value, self.full, self.empty)
+
+
+def faithfulness_value(circuit: float, full: float, empty: float) -> float | None:
+    """(m(C) − m(∅)) / (m(N) − m(∅)); None when the denominator vanishes or anything is not finite."""
+    denom = full - empty
+    if abs(denom) <= EPS:
+        return None
+    f = (circuit - empty) / denom
+    return f if math.isfinite(f) else None
+
+
+def metric_values(problem: Problem, masks: Tensor, batch: int = 8) -> list[float]:
+    """masks [c receiver sender] -> the metric's value for each configuration, `batch` at a time."""
+    out: list[float] = []
+    dev = problem.model.device
+    with torch.no_grad():
+        for i in range(0, masks.shape[0], batch):
+            chunk = masks[i : i + batch].to(device=dev, dtype=torch.float32)
+            out += [float(v) for v in problem.value(chunk)]
+    return out
+
+
+def baseline(problem: Problem) -> Baseline:
+    """Measure m(N) (full graph) and m(∅) (empty graph) in one batch of two configurations."""
+    g = problem.graph
+    full, empty = metric_values(problem, torch.stack([g.full_mask(), torch.zeros(g.shape)]))
+    return Baseline(full, empty)
+
+
+def faithfulness_many(problem: Problem, masks: Tensor, base: Baseline | None = None,
+                      batch: int = 8) -> tuple[list[float], list[float | None]]:
+    """masks [c receiver sender] -> (metric values [c], faithfulness [c] (None where undefined))."""
+    base = base or baseline(problem)
+    values = metric_values(problem, masks, batch)
+    return values, [base.normalize(v) for v in values]
+
+
+def measure(problem: Problem, mask: Tensor, base: Baseline | None = None) -> dict[str, float | None]:
+    """The `results` fields of circuit.json for one circuit mask [receiver sender]:
+    metric_full_model, metric_circuit, metric_empty_circuit, faithfulness."""
+    base = base or baseline(problem)
+    (value,), (faith,) = faithfulness_many(problem, mask[None], base)
+    return {"metric_full_model": base.full, "metric_circuit": value, "metric_empty_circuit": base.empty,
+            "faithfulness": faith}
