@@ -115,7 +115,13 @@ def faithfulness_curve(problem: Problem, scores: Tensor, fractions: Sequence[flo
         raise UserError(f"scores have shape {tuple(scores.shape)}; expected ({g.n_edges},)")
     base = base or baseline(problem)
     ks = sizes(g.n_edges, fractions)
-    values, faith = faithfulness_many(problem, topk_masks(g, scores, ks, absolute), base, batch)
+    # k = 0 and k = n_edges are the empty and full graphs: already measured by the baseline
+    todo = sorted({k for k in ks if 0 < k < g.n_edges})
+    measured = dict(zip(todo, faithfulness_many(problem, topk_masks(g, scores, todo, absolute), base, batch)[0],
+                        strict=True)) if todo else {}
+    measured.update({0: base.empty, g.n_edges: base.full})
+    values = [measured[k] for k in ks]
+    faith = [base.normalize(v) for v in values]
     return Curve(tuple(fractions), tuple(ks), tuple(values), tuple(faith), absolute, base)
 
 
@@ -137,5 +143,8 @@ def cpr_cmd(problem: Problem, scores: Tensor, fractions: Sequence[float] = FRACT
     """CPR (signed ranking, area under f) and CMD (|score| ranking, area under |1 − f|)."""
     base = baseline(problem)
     signed = faithfulness_curve(problem, scores, fractions, False, base, batch)
-    absolute = faithfulness_curve(problem, scores, fractions, True, base, batch)
+    if bool((scores[torch.isfinite(scores)] >= 0).all()):  # |score| ranks as score does: same circuits
+        absolute = Curve(signed.fractions, signed.n_edges, signed.values, signed.faithfulness, True, base)
+    else:
+        absolute = faithfulness_curve(problem, scores, fractions, True, base, batch)
     return CprCmd(signed.area(), absolute.area_from_one(), signed, absolute)
