@@ -57,6 +57,27 @@ def acdc_point(args, loaded) -> dict | None:
             "metric": c.metric, "seconds": c.timings_s.get("total")}
 
 
+def write_table(args, argv, task, metric, graph, base, size, rows, acdc, missing, t0) -> list[str]:
+    """Write OUT/table.md and OUT/results.json (after every method, so a long run leaves partial results)."""
+    cmd_line = "python scripts/smollm2_ioi_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    lines = [f"SmolLM2-135M, IOI ({task.n} prompts, seed {args.seed}), metric {metric}, corrupted ablation, "
+             f"heads-qkv graph ({graph.n_edges} edges); m(N) = {base.full:.4g}, m(∅) = {base.empty:.4g}.", "",
+             f"| method | CPR ↑ | CMD ↓ | faithfulness at {size} edges |", "|---|---|---|---|"]
+    lines += [f"| {r['method']} | {fmt(r['cpr'])} | {fmt(r['cmd'])} | {fmt(r['faithfulness_at_acdc_size'])} |"
+              for r in rows]
+    if acdc:
+        lines.append(f"| acdc (τ = {acdc['threshold']:g}) | — | — | {fmt(acdc['faithfulness'])} |")
+    if missing:
+        lines += ["", f"Not registered when this ran: {', '.join(missing)}."]
+    lines += ["", f"Command: `{cmd_line}` ({time.perf_counter() - t0:.0f} s)."]
+    atomic_write_text(args.out / "table.md", "\n".join(lines) + "\n")
+    atomic_write_text(args.out / "results.json", json.dumps(
+        {"model": MODEL, "task": TASK, "metric": metric, "n_examples": task.n, "n_edges_total": graph.n_edges,
+         "metric_full_model": base.full, "metric_empty_circuit": base.empty, "size": size, "rows": rows,
+         "acdc": acdc, "missing": missing, "command": cmd_line}, indent=1))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -67,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4, help="mask configurations per forward pass")
     ap.add_argument("--acdc-run", type=Path, default=None)
     ap.add_argument("--acdc-threshold", type=float, default=None)
+    ap.add_argument("--edge-pruning-steps", type=int, default=None, help="default: the method's")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("method %s is not registered (yet); skipped", name)
             continue
         t1 = time.perf_counter()
-        res = METHODS[name].fn(problem)
+        kwargs = {"steps": args.edge_pruning_steps} if name == "edge-pruning" and args.edge_pruning_steps else {}
+        res = METHODS[name].fn(problem, **kwargs)
         t_method = time.perf_counter() - t1
         cc = cpr_cmd(problem, res.scores, batch=args.batch)
         _, (f_at,) = faithfulness_many(problem, topk_masks(graph, res.scores, [size]), base, args.batch)
@@ -107,22 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"method": name, "cpr": cc.cpr, "cmd": cc.cmd, "faithfulness_at_acdc_size": f_at,
                      "method_seconds": round(t_method, 1)})
         log.info("%s: CPR %.3f CMD %.3f (%.0f s)", name, cc.cpr, cc.cmd, t_method)
-    cmd_line = "python scripts/smollm2_ioi_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    lines = [f"SmolLM2-135M, IOI ({task.n} prompts, seed {args.seed}), metric {metric}, corrupted ablation, "
-             f"heads-qkv graph ({graph.n_edges} edges); m(N) = {base.full:.4g}, m(∅) = {base.empty:.4g}.", "",
-             f"| method | CPR ↑ | CMD ↓ | faithfulness at {size} edges |", "|---|---|---|---|"]
-    lines += [f"| {r['method']} | {fmt(r['cpr'])} | {fmt(r['cmd'])} | {fmt(r['faithfulness_at_acdc_size'])} |"
-              for r in rows]
-    if acdc:
-        lines.append(f"| acdc (τ = {acdc['threshold']:g}) | — | — | {fmt(acdc['faithfulness'])} |")
-    if missing:
-        lines += ["", f"Not registered when this ran: {', '.join(missing)}."]
-    lines += ["", f"Command: `{cmd_line}` ({time.perf_counter() - t0:.0f} s)."]
-    atomic_write_text(args.out / "table.md", "\n".join(lines) + "\n")
-    atomic_write_text(args.out / "results.json", json.dumps(
-        {"model": MODEL, "task": TASK, "metric": metric, "n_examples": task.n, "n_edges_total": graph.n_edges,
-         "metric_full_model": base.full, "metric_empty_circuit": base.empty, "size": size, "rows": rows,
-         "acdc": acdc, "missing": missing, "command": cmd_line}, indent=1))
+        write_table(args, argv, task, metric, graph, base, size, rows, acdc, missing, t0)
+    lines = write_table(args, argv, task, metric, graph, base, size, rows, acdc, missing, t0)
     print("\n".join(lines))
     return 0
 
