@@ -190,7 +190,9 @@ class _Deltas:
         else:
             used = (m != 0).flatten(0, 1).any(0).nonzero().flatten()
             not_one = (m != 1).flatten(0, 1).any(0).nonzero().flatten()
-            if len(used) <= len(not_one):
+            if min(len(used), len(not_one)) > hi // 4:  # gathering columns would cost more
+                x = self._dense(m, base, hi)
+            elif len(used) <= len(not_one):
                 x = self._sparse(m, base.expand(c, *base.shape), used)
             else:
                 x = self._sparse(m - 1, base + self.sums[hi], not_one)
