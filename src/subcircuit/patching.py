@@ -165,7 +165,7 @@ class _Deltas:
         c, r, nd, s0 = m.shape[0], m.shape[1], base.numel(), self.s0
         x = base.reshape(1, 1, nd) + (m[:, :, :s0].reshape(c * r, s0) @ self.shared.reshape(s0, nd)).view(c, r, nd)
         if hi > s0:
-            x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi).reshape(c, hi - s0, nd))
+            x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi)[:c].reshape(c, hi - s0, nd))
         return x
 
     def _sparse(self, w: Tensor, start: Tensor, cols: Tensor) -> Tensor:
@@ -177,12 +177,17 @@ class _Deltas:
         if len(sh):
             x = x + (w[:, :, sh].reshape(c * r, -1) @ self.shared[sh].reshape(len(sh), nd)).view(c, r, nd)
         if len(pc):
-            x = torch.baddbmm(x, w[:, :, pc], self.buf[:, pc - self.s0].reshape(c, len(pc), nd))
+            x = torch.baddbmm(x, w[:, :, pc], self.buf[:c, pc - self.s0].reshape(c, len(pc), nd))
         return x
 
-    def mix(self, masks: Tensor, st: StageLayout, base: Tensor) -> Tensor:
-        """Receiver inputs [c r N d] of one stage: base + Σ_s mask[r, s] · delta_s."""
+    def mix(self, masks: Tensor, st: StageLayout, base: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Receiver inputs [c r N d] of one stage: base + Σ_s mask[r, s] · delta_s.
+
+        masks may hold only the first c' configurations (e.g. masks[:1]); `rows` (positions
+        within the stage) restricts the receivers computed."""
         m = masks[:, st.rows, : st.n_senders_before]  # [c r sender]
+        if rows is not None:
+            m = m[:, rows]
         c, r = m.shape[:2]
         hi = st.n_senders_before
         if self.grad or hi not in self.sums:
@@ -195,7 +200,7 @@ class _Deltas:
             elif len(used) <= len(not_one):
                 x = self._sparse(m, base.expand(c, *base.shape), used)
             else:
-                x = self._sparse(m - 1, base + self.sums[hi], not_one)
+                x = self._sparse(m - 1, base + self.sums[hi][:c], not_one)
         return x.view(c, r, *base.shape)
 
     def all(self) -> Tensor:
@@ -232,9 +237,16 @@ def _run(
         shared, first = start.deltas, start.stage_index
     grad = torch.is_grad_enabled()
     deltas = _Deltas(shared, c, len(graph.senders), grad)
-    # A sender no configuration reads (a dead head or MLP) need not be computed: its delta only
-    # ever meets mask weight 0, so it is stored as 0 (never under autograd, which needs it).
-    alive = None if grad or not skip_dead else masks.ne(0).flatten(0, 1).any(0).cpu()
+    # Work that need not be done (never under autograd, which needs every value):
+    # - a sender no configuration reads (a dead head or MLP) is not computed: its delta only
+    #   ever meets mask weight 0, so it is stored as 0;
+    # - a receiver whose input is the same in every configuration (its mask row agrees and it
+    #   reads no sender that differs between configurations) is mixed once, for configuration
+    #   0, and a component all of whose inputs are the same is computed once and shared. In
+    #   ACDC's batches only one receiver's row differs.
+    skip = not grad and skip_dead
+    alive = masks.ne(0).flatten(0, 1).any(0).cpu() if skip else None
+    varying = torch.zeros(len(graph.senders), dtype=torch.bool) if not grad and c > 1 else None
     stop = len(graph.stages) if stop_stage is None else stop_stage
     logits = None
     for si in range(first, stop):
@@ -243,33 +255,81 @@ def _run(
         if alive is not None and st.kind != "logits" and not bool(alive[st.senders].any()):
             deltas.append(abl.new_zeros(c, n_out, N, d))
             continue
-        x = deltas.mix(masks, st, base[si])  # [c r N d]
-        if st.kind == "attn":
-            x5 = x.view(c, -1, b, p, d)
-            blk = model.blocks[st.layer]
-            heads = None
-            if alive is not None and n_out == cfg.n_heads and not bool(alive[st.senders].all()):
-                heads = alive[st.senders].nonzero().flatten().to(x.device)
-            out = attention(blk, cfg, x5[:, st.q], x5[:, st.k], x5[:, st.v], rot, heads).flatten(2, 3)
-            if n_out == 1:
-                out = out.sum(1, keepdim=True)
-            if heads is None:
-                deltas.append(out - abl[st.senders])
-            else:  # dead heads keep delta 0
-                delta = abl.new_zeros(c, n_out, N, d)
-                delta[:, heads] = out - abl[st.senders][heads]
-                deltas.append(delta)
-            continue
-        elif st.kind == "mlp":
-            out = mlp(model.blocks[st.layer], cfg, x[:, 0])[:, None]  # [c 1 N d]
+        rvar = _varying_rows(masks, st, varying)  # [r] bool, or None: all may vary
+        if rvar is None or bool(rvar.all()):
+            x = deltas.mix(masks, st, base[si])  # [c r N d]
         else:
-            resid = x[:, 0].view(c, b, p, d)
+            x = deltas.mix(masks[:1], st, base[si]).expand(c, -1, -1, -1)
+            if bool(rvar.any()):
+                vr = rvar.nonzero().flatten().to(masks.device)
+                x = x.clone()
+                x[:, vr] = deltas.mix(masks, st, base[si], vr)
+        if st.kind == "logits":
+            resid = x[:, 0].reshape(c, b, p, d)
             if positions is not None:
                 resid = resid[:, torch.arange(b, device=tokens.device), positions]  # [c b d]
             logits = unembed(model, resid)
             break
-        deltas.append(out - abl[st.senders])
+        if st.kind == "mlp":
+            if rvar is not None and not bool(rvar[0]):
+                out = mlp(model.blocks[st.layer], cfg, x[:1, 0])[:, None].expand(c, 1, N, d)
+            else:
+                out = mlp(model.blocks[st.layer], cfg, x[:, 0])[:, None]  # [c 1 N d]
+                if varying is not None:
+                    varying[st.senders] = True
+            deltas.append(out - abl[st.senders])
+            continue
+        x5 = x.reshape(c, -1, b, p, d)
+        blk = model.blocks[st.layer]
+        H = cfg.n_heads
+        per_head = n_out == H
+        live = alive[st.senders] if alive is not None and per_head else torch.ones(H, dtype=torch.bool)
+        hvar = torch.ones(H, dtype=torch.bool) if rvar is None else _head_varies(cfg, st, rvar)
+        if not per_head:  # one sender for the whole layer
+            hvar = hvar.any().expand(H)
+        delta = abl.new_zeros(c, n_out, N, d)
+        for group_varies in (False, True):
+            sel = (hvar == group_varies) & live
+            if not bool(sel.any()):
+                continue
+            heads = None if bool(sel.all()) else sel.nonzero().flatten().to(x.device)
+            xs = x5 if group_varies else x5[:1]
+            out = attention(blk, cfg, xs[:, st.q], xs[:, st.k], xs[:, st.v], rot, heads).flatten(2, 3)
+            if not per_head:
+                delta[:] = out.sum(1, keepdim=True) - abl[st.senders]
+            elif heads is None:
+                delta[:] = out - abl[st.senders]
+            else:
+                delta[:, heads] = out - abl[st.senders][heads]
+        if varying is not None:
+            varying[st.senders] = hvar if per_head else hvar[:1]
+        deltas.append(delta)
     return logits, (deltas.all() if want_deltas else None)
+
+
+def _varying_rows(masks: Tensor, st: StageLayout, varying: Tensor | None) -> Tensor | None:
+    """[r] whether each receiver of the stage may see different inputs in different
+    configurations (its mask row differs, or it reads a sender that differs); None: all may."""
+    if varying is None:
+        return None
+    m = masks[:, st.rows, : st.n_senders_before]
+    differs = (m != m[:1]).any(-1).any(0)
+    v = varying[: st.n_senders_before].to(m.device)
+    if bool(v.any()):
+        differs |= (m[:, :, v] != 0).any(-1).any(0)
+    return differs.cpu()
+
+
+def _head_varies(cfg, st: StageLayout, rvar: Tensor) -> Tensor:
+    """[h] whether any of a head's query, key or value inputs varies between configurations."""
+    H = cfg.n_heads
+    idx = torch.arange(H)
+    out = torch.zeros(H, dtype=torch.bool)
+    for sl in (st.q, st.k, st.v):
+        n = sl.stop - sl.start
+        rows = idx if n == H else (idx // cfg.group_size if n == cfg.kv_heads else torch.zeros(H, dtype=torch.long))
+        out |= rvar[sl.start + rows]
+    return out
 
 
 @dataclass(frozen=True, eq=False)
