@@ -417,8 +417,39 @@ def _subspaces(dims: set[int], labels: Sequence[str]) -> list[str]:
     return out
 
 
+def _qk_reads(W_Q: torch.Tensor, W_K: torch.Tensor, labels: Sequence[str]) -> tuple[set[int], set[int]]:
+    """The residual directions a head's query and key read *that change its attention scores*.
+
+    Two parts of tracr's attention weights carry no information about the task:
+    - the compiler's always-attend-to-BOS term (query `one` × key `tokens:BOS`), added to every
+      head so that a query with no selected key attends to BOS;
+    - a selector whose predicate is TRUE (e.g. `length`'s Select(tokens, tokens, TRUE)): every
+      query/key value pair gets the same score, so the pattern does not depend on the inputs.
+    So after dropping the BOS term, a (query subspace, key subspace) block of W_Q W_Kᵀ counts
+    only if it is not constant; its rows and columns are then the reads."""
+    qk = W_Q @ W_K.T  # [d d]
+    group = [lab.split(":")[0] for lab in labels]
+    bos_q = {i for i, lab in enumerate(labels) if lab == "one"}
+    bos_k = {i for i, lab in enumerate(labels) if lab == "tokens:BOS"}
+    q_rows = sorted(_rows(W_Q) - bos_q)
+    k_rows = sorted(_rows(W_K) - bos_k)
+    q_out: set[int] = set()
+    k_out: set[int] = set()
+    for qg in dict.fromkeys(group[i] for i in q_rows):
+        qi = [i for i in q_rows if group[i] == qg]
+        for kg in dict.fromkeys(group[j] for j in k_rows):
+            kj = [j for j in k_rows if group[j] == kg]
+            block = qk[qi][:, kj]
+            if block.numel() and float(block.max() - block.min()) > 1e-9:
+                q_out.update(qi)
+                k_out.update(kj)
+    return q_out, k_out
+
+
 def derive_ground_truth(model: Transformer, labels: Sequence[str], name: str) -> dict[str, Any]:
     """The circuit of a tracr model at `heads-qkv` granularity, from its weights.
+
+    Query and key reads are those that change the attention scores (see `_qk_reads`).
 
     Senders: `input` (W_E, W_pos), `a{L}.h{H}` (W_O[h]), `m{L}` (W_out, b_out). Receivers:
     `a{L}.h{H}<q|k|v>` (W_Q/W_K/W_V[h]), `m{L}` (W_in), `logits` (W_U). Edge s -> r when s is
@@ -434,8 +465,9 @@ def derive_ground_truth(model: Transformer, labels: Sequence[str], name: str) ->
         for h in range(cfg.n_heads):
             node = f"a{L}.h{h}"
             writes[node] = _cols(blk.W_O[h]) if _rows(blk.W_V[h]) else set()
-            for part, W in (("q", blk.W_Q[h]), ("k", blk.W_K[h]), ("v", blk.W_V[h])):
-                reads[f"{node}<{part}>"] = _rows(W)
+            q_reads, k_reads = _qk_reads(blk.W_Q[h], blk.W_K[h], labels)
+            for part, dims in (("q", q_reads), ("k", k_reads), ("v", _rows(blk.W_V[h]))):
+                reads[f"{node}<{part}>"] = dims
                 receivers.append((f"{node}<{part}>", node, L))
             order.append((node, L))
         node = f"m{L}"
