@@ -229,6 +229,7 @@ def _works_text(works: bool | None, performance: str) -> str:
 def demo(
     prompts: Annotated[int, typer.Option("--prompts", "-n", help="How many IOI prompts to run (1..10).")] = 4,
     device: DeviceOpt = "cpu",
+    runs_dir: Annotated[Path, typer.Option("--runs", help="Where the demo writes its runs.")] = Path("runs"),
 ) -> None:
     """Load the bundled SmolLM2-135M and show Indirect Object Identification at work (offline)."""
     from subcircuit import demo as demo_lib
@@ -236,6 +237,29 @@ def demo(
     with status(f"loading {demo_lib.DEMO_MODEL} (the first load dequantizes the bundled GGUF, ~20 s) ..."):
         result = demo_lib.run_demo(n_prompts=prompts, device=device)
     print_demo(result)
+    with status("running ACDC on the models with known circuits ..."):
+        runs = demo_lib.run_discovery_demo(out=str(runs_dir), device=device)
+    print_discovery(runs)
+
+
+def print_discovery(runs: list[Any]) -> None:
+    """A table of the demo's ACDC runs, then each circuit's edges."""
+    c = out()
+    c.print()
+    c.print("[bold]ACDC on the models with known circuits[/] (circuit.json in each folder)")
+    table = Table()
+    for col in ("run", "edges kept", "faithfulness", "matches the known circuit", "time", "folder"):
+        table.add_column(col)
+    for r in runs:
+        res = r.circuit.results
+        faith = res.get("faithfulness")
+        match = "—" if r.reference is None else ("yes, exactly" if set(r.reference) == set(r.circuit.in_circuit)
+                                                 else f"no ({len(set(r.reference) ^ set(r.circuit.in_circuit))} differ)")
+        table.add_row(r.label, f"{res['n_edges_in_circuit']} / {res['n_edges_total']}",
+                      "n/a" if faith is None else f"{faith:.3f}", match, f"{r.seconds:.1f} s", str(r.folder))
+    c.print(table)
+    for r in runs:
+        c.print(f"[bold]{r.label}[/]: " + ", ".join(r.circuit.in_circuit))
 
 
 def print_demo(r: Any) -> None:
@@ -258,7 +282,6 @@ def print_demo(r: Any) -> None:
         c.print(f"  top-5: {top}")
     c.print()
     c.print(f"mean logit diff IO − S over {len(r.results)} prompts: [bold]{r.mean_logit_diff:+.2f}[/]")
-    c.print("(circuit discovery — `subcircuit discover` — is not available yet; it will explain this behaviour)")
 
 
 @app.command()
@@ -266,7 +289,7 @@ def discover(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Short name, local folder or Hugging Face id.")] = None,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Built-in task name or a task file (JSONL).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (circuit.json ...).")] = None,
-    method: Annotated[str, typer.Option("--method", help="acdc (see `subcircuit methods`).")] = "acdc",
+    method: Annotated[str, typer.Option("--method", help="acdc, eap, eap-ig, edge-pruning, hisp, sp, node-patching, random.")] = "acdc",
     threshold: Annotated[float | None, typer.Option("--threshold", help="ACDC's τ (default 0.01).")] = None,
     edges: Annotated[int | None, typer.Option("--edges", help="Target circuit size (ACDC searches τ).")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="kl, logit-diff, prob-diff, nll (default: the task's).")] = None,
@@ -278,6 +301,13 @@ def discover(
     abs_value: Annotated[bool, typer.Option("--abs", help="ACDC: compare |Δmetric| with τ.")] = False,
     resume: Annotated[Path | None, typer.Option("--resume", help="Resume the interrupted run in this folder.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+    sparsity: Annotated[float | None, typer.Option("--sparsity", help="Fraction of edges removed (score methods, edge-pruning).")] = None,
+    candidates: Annotated[int | None, typer.Option("--candidates", help="ACDC: try only the top K edges by EAP-IG.")] = None,
+    ig_steps: Annotated[int, typer.Option("--ig-steps", help="EAP-IG interpolation steps.")] = 5,
+    ig: Annotated[str, typer.Option("--ig", help="EAP-IG variant: inputs or activations.")] = "inputs",
+    selection: Annotated[str, typer.Option("--selection", help="Score methods: top or greedy (grow from the logits).")] = "top",
+    prune: Annotated[bool, typer.Option("--prune", help="Score methods: drop edges not on a path input -> logits.")] = False,
+    train_steps: Annotated[int | None, typer.Option("--train-steps", help="edge-pruning / sp optimisation steps.")] = None,
 ) -> None:
     """Find the circuit of a task in a model; writes DIR/circuit.json."""
     import time as _time
@@ -299,7 +329,8 @@ def discover(
                 (out_dir / f).unlink(missing_ok=True)
         opts = DiscoverOptions(method=method, threshold=threshold, edges=edges, metric=metric, ablation=ablation,
                                granularity=granularity, n_examples=n_examples, seed=seed, device=device,
-                               abs_value=abs_value)
+                               abs_value=abs_value, sparsity=sparsity, candidates=candidates, ig_steps=ig_steps,
+                               ig=ig, selection=selection, prune=prune, train_steps=train_steps)
     with progress() as bar:
         job = bar.add_task("edges tried", total=None)
         last = [0.0]

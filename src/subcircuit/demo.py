@@ -162,3 +162,44 @@ def run_demo(n_prompts: int = 4, device: str = "cpu", batch: int = 16, seq: int 
         seq=seq,
         results=results,
     )
+
+
+# ------------------------------------------------------------------------------ circuit discovery
+
+#: (run folder, model, task, options) of the demo's ACDC runs on the models with known circuits.
+DISCOVERY_RUNS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("toy-induction-2l-acdc", "toy-induction-2l", "induction", {"ablation": "corrupted"}),
+    ("tracr-reverse-acdc", "tracr-reverse", "tracr-reverse", {"ablation": "zero"}),
+    ("tracr-proportion-acdc", "tracr-proportion", "tracr-proportion", {"ablation": "zero"}),
+)
+
+
+@dataclass(frozen=True)
+class DiscoveryRun:
+    label: str
+    folder: Any  # Path
+    circuit: Any  # subcircuit.circuit.Circuit
+    reference: list[str] | None  # the known circuit's edges, when there is one
+    seconds: float
+
+
+def run_discovery_demo(out: str = "runs", device: str = "cpu") -> list[DiscoveryRun]:
+    """ACDC on the bundled models with known circuits; each run is written to `out/<label>/`."""
+    import json
+    import time
+    from pathlib import Path
+
+    from subcircuit.discover import DiscoverOptions, discover
+    from subcircuit.models.loading import data_dir
+
+    runs = []
+    for label, model, task, opts in DISCOVERY_RUNS:
+        folder = Path(out) / label
+        for f in ("circuit.json", "acdc-trace.json"):
+            (folder / f).unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        circuit = discover(model, task, DiscoverOptions(device=device, **opts), out=folder)
+        ref_file = data_dir() / "reference" / f"{model}.json"
+        reference = json.loads(ref_file.read_text())["edges"] if ref_file.exists() else None
+        runs.append(DiscoveryRun(label, folder, circuit, reference, time.perf_counter() - t0))
+    return runs
