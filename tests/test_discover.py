@@ -1,0 +1,82 @@
+"""`discover` end to end: circuit.json, resume after an interruption, target size, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from subcircuit.circuit import load_circuit
+from subcircuit.cli import run_cli
+from subcircuit.discover import TRACE_FILE, DiscoverOptions, discover
+from subcircuit.errors import UserError
+from subcircuit.graph import build_graph
+from subcircuit.models import load
+
+
+def _strip(d: dict) -> dict:
+    """A circuit file without timings and run-cost counters (a resumed run does less work)."""
+    out = {k: v for k, v in d.items() if k != "timings_s"}
+    out["results"] = {k: v for k, v in d["results"].items() if k != "forward_configs"}
+    return out
+
+
+def test_tracr_reverse_recovers_ground_truth(tmp_path):
+    c = discover("tracr-reverse", "tracr-reverse", DiscoverOptions(ablation="zero"), out=tmp_path)
+    from subcircuit.models.tracr import load_ground_truth
+
+    assert set(c.in_circuit) == set(load_ground_truth("tracr-reverse")["edges"])
+    loaded = load_circuit(tmp_path, build_graph(load("tracr-reverse").cfg))
+    assert loaded.in_circuit == c.in_circuit and loaded.results["faithfulness"] == pytest.approx(1.0)
+
+
+def test_interrupted_run_resumes_to_the_same_circuit(tmp_path):
+    opts = DiscoverOptions(threshold=0.002, n_examples=8)
+    whole = discover("toy-induction-2l", "induction", opts, out=tmp_path / "whole")
+    calls = {"n": 0}
+
+    def interrupt(done, total, what):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        discover("toy-induction-2l", "induction", opts, out=tmp_path / "cut", progress=interrupt)
+    assert (tmp_path / "cut" / TRACE_FILE).exists() and not (tmp_path / "cut" / "circuit.json").exists()
+    assert run_cli(["discover", "--resume", str(tmp_path / "cut")]) == 0
+    a = json.loads((tmp_path / "whole" / "circuit.json").read_text())
+    b = json.loads((tmp_path / "cut" / "circuit.json").read_text())
+    assert _strip(a) == _strip(b)
+
+
+def test_target_size_gives_at_most_n_edges(tmp_path):
+    c = discover("tracr-reverse", "tracr-reverse", DiscoverOptions(ablation="zero", edges=6), out=tmp_path)
+    assert 0 < c.results["n_edges_in_circuit"] <= 6
+    assert c.params["target_edges"] == 6 and c.params["threshold"] > 0
+    with pytest.raises(UserError, match="larger than the graph"):
+        discover("tracr-reverse", "tracr-reverse", DiscoverOptions(ablation="zero", edges=10_000))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--threshold", "nan"], "--threshold"),
+        (["--threshold", "-1"], "--threshold"),
+        (["--edges", "0"], "--edges"),
+        (["--method", "acdcc"], "did you mean 'acdc'"),
+        (["--ablation", "mean2"], "unknown ablation"),
+        (["--granularity", "head"], "unknown granularity"),
+    ],
+)
+def test_cli_bad_options_exit_2(tmp_path, capsys, args, message):
+    rc = run_cli(["discover", "--model", "tracr-reverse", "--task", "tracr-reverse", "--out", str(tmp_path)] + args)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_to_overwrite(tmp_path, capsys):
+    base = ["discover", "--model", "tracr-proportion", "--task", "tracr-proportion", "--out", str(tmp_path),
+            "--ablation", "zero"]
+    assert run_cli(base) == 0
+    assert run_cli(base) == 2 and "already holds a run" in capsys.readouterr().err
+    assert run_cli(base + ["--overwrite"]) == 0
