@@ -48,6 +48,13 @@ class DiscoverOptions:
     seed: int = 0
     device: str = "cpu"
     abs_value: bool = False
+    sparsity: float | None = None  # score methods / edge-pruning: fraction of edges removed
+    candidates: int | None = None  # ACDC: try only the top-K edges by EAP-IG
+    ig_steps: int = 5  # EAP-IG interpolation steps (also for --candidates)
+    ig: str = "inputs"  # EAP-IG variant: inputs | activations
+    selection: str = "top"  # score methods: top | greedy
+    prune: bool = False  # score methods: drop edges not on a path input -> logits
+    train_steps: int | None = None  # edge-pruning / sp optimisation steps (None: the method's default)
 
     def validate(self) -> None:
         if self.threshold is not None and (not isinstance(self.threshold, int | float) or math.isnan(self.threshold)
@@ -57,6 +64,22 @@ class DiscoverOptions:
             raise UserError("give either --threshold or --edges, not both")
         if self.edges is not None and self.edges < 1:
             raise UserError(f"--edges {self.edges} is invalid; expected at least 1")
+        if self.sparsity is not None and (self.edges is not None or self.threshold is not None):
+            raise UserError("give only one of --sparsity, --edges, --threshold")
+        if self.sparsity is not None and not 0 <= self.sparsity < 1:
+            raise UserError(f"--sparsity {self.sparsity} is invalid; expected 0 <= S < 1")
+        if self.candidates is not None and (self.method != "acdc" or self.candidates < 1):
+            raise UserError(f"--candidates {self.candidates} is invalid; it needs --method acdc and K >= 1")
+        if self.ig_steps < 1:
+            raise UserError(f"--ig-steps {self.ig_steps} is invalid; expected at least 1")
+        if self.ig not in ("inputs", "activations"):
+            from subcircuit.errors import unknown
+
+            raise unknown("EAP-IG variant", self.ig, ("inputs", "activations"))
+        if self.selection not in ("top", "greedy"):
+            from subcircuit.errors import unknown
+
+            raise unknown("selection", self.selection, ("top", "greedy"))
         if self.ablation not in ABLATIONS:
             from subcircuit.errors import unknown
 
@@ -110,13 +133,14 @@ def options_from_trace(folder: str | Path, device: str = "cpu") -> tuple[Discove
 
 
 def run_acdc(problem: Problem, threshold: float, abs_value: bool = False, trace: list[Trial] | None = None,
-             progress: ProgressFn = _no_progress, checkpoint=None, reference: bool = False):
+             progress: ProgressFn = _no_progress, checkpoint=None, reference: bool = False, initial_mask=None):
     fn = acdc_reference if reference else acdc_fast
-    return fn(problem, threshold, abs_value, trace=trace, progress=progress, on_receiver=checkpoint)
+    return fn(problem, threshold, abs_value, trace=trace, progress=progress, on_receiver=checkpoint,
+              initial_mask=initial_mask)
 
 
 def acdc_for_size(problem: Problem, n_edges: int, abs_value: bool = False, progress: ProgressFn = _no_progress,
-                  max_runs: int = 12):
+                  max_runs: int = 12, initial_mask=None):
     """The largest ACDC circuit with at most `n_edges` edges, searching τ on a log scale.
 
     Each run replays the trace of the run with the nearest τ until their decisions diverge, so
@@ -127,7 +151,8 @@ def acdc_for_size(problem: Problem, n_edges: int, abs_value: bool = False, progr
 
     def run(tau: float):
         near = min(runs, key=lambda t: abs(math.log(t) - math.log(tau)), default=None)
-        st = acdc_fast(problem, tau, abs_value, trace=None if near is None else runs[near].trace, progress=progress)
+        st = acdc_fast(problem, tau, abs_value, trace=None if near is None else runs[near].trace, progress=progress,
+                       initial_mask=initial_mask)
         runs[tau] = st
         return int(st.mask.sum())
 
@@ -191,30 +216,50 @@ def discover(
         if resume and trace is None:
             log.warning("nothing to resume in %s; starting afresh", out_dir)
         checkpoint = None if tpath is None else (lambda st: _save_trace(tpath, header, st.trace))
+        initial = None
+        if options.candidates is not None:
+            from subcircuit.methods.candidates import candidate_mask
+
+            initial, _ = candidate_mask(problem, options.candidates, options.abs_value, options.ig_steps,
+                                        options.ig, progress)  # deterministic, so a resumed run gets the same
+            info["candidates"] = options.candidates
         if options.edges is not None:
-            state, tau, runs = acdc_for_size(problem, options.edges, options.abs_value, progress)
+            state, tau, runs = acdc_for_size(problem, options.edges, options.abs_value, progress,
+                                             initial_mask=initial)
             params = {"threshold": tau, "target_edges": options.edges, "abs": options.abs_value}
             info["tau_search"] = [{"threshold": t, "n_edges": n} for t, n in runs]
         else:
             tau = 0.01 if options.threshold is None else float(options.threshold)
-            state = run_acdc(problem, tau, options.abs_value, trace, progress, checkpoint)
+            state = run_acdc(problem, tau, options.abs_value, trace, progress, checkpoint, initial_mask=initial)
             params = {"threshold": tau, "abs": options.abs_value}
+        if options.candidates is not None:
+            params.update(candidates=options.candidates, ig_steps=options.ig_steps, ig=options.ig)
         scores = graph.to_flat(state.scores)
         keep = graph.to_flat(state.mask.cpu() != 0)
         info.update(n_trials=len(state.trace), n_skipped=state.skipped, forward_configs=state.forward_configs)
     else:
+        from subcircuit.methods.edge_pruning import target_edges
+        from subcircuit.selection import prune_disconnected, select_greedy, select_threshold, select_top
+
         spec = get_method(options.method)
-        res = spec.fn(problem, **({"progress": progress}))
+        res = spec.fn(problem, progress=progress, **method_kwargs(spec.fn, options))
         scores = res.scores
         keep = res.in_circuit
         params = dict(res.params)
         if keep is None:
-            from subcircuit.selection import select_top
-
-            n = options.edges if options.edges is not None else max(1, graph.n_edges // 100)
-            keep = select_top(scores, n)
-            params["edges"] = n
-        info.update(res.info)
+            if options.threshold is not None:
+                keep = select_threshold(scores, options.threshold)
+                params["threshold"] = options.threshold
+            else:
+                n = target_edges(graph.n_edges, options.edges, options.sparsity)
+                keep = select_greedy(graph, scores, n) if options.selection == "greedy" else select_top(scores, n)
+                params.update(edges=n, selection=options.selection)
+            if options.prune:
+                before = int(keep.sum())
+                keep = prune_disconnected(graph, keep)
+                params["prune"] = True
+                info["n_pruned_disconnected"] = before - int(keep.sum())
+        info.update({k: v for k, v in res.info.items() if k != "node_scores"})
     t_method = time.perf_counter() - t1
     params.update(seed=options.seed, n_examples=task_obj.n)
     results = measure(problem, graph.from_flat(keep.float()))
@@ -232,6 +277,21 @@ def discover(
     if out_dir is not None:
         circuit.save(out_dir)
     return circuit
+
+
+def method_kwargs(fn, options: DiscoverOptions) -> dict[str, Any]:
+    """The options a registered score method accepts, by its signature (names differ per method:
+    `steps` is EAP-IG's interpolation steps but Edge Pruning's / SP's optimisation steps)."""
+    import inspect
+
+    accepted = inspect.signature(fn).parameters
+    wanted: dict[str, Any] = {"seed": options.seed, "edges": options.edges, "sparsity": options.sparsity,
+                              "ig": options.ig}
+    if options.method == "eap-ig":
+        wanted["steps"] = options.ig_steps
+    elif options.train_steps is not None:
+        wanted["steps"] = options.train_steps
+    return {k: v for k, v in wanted.items() if k in accepted and v is not None}
 
 
 def measure(problem: Problem, mask: torch.Tensor) -> dict[str, float]:

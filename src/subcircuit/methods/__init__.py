@@ -1,6 +1,6 @@
 """Discovery methods, found by name in `METHODS` (see `base.register_method`)."""
 
-from subcircuit.methods import acdc  # noqa: F401  (registers)
+from subcircuit.methods import acdc, attribution, baselines, edge_pruning  # noqa: F401  (registers)
 from subcircuit.methods.base import (
     METHODS,
     MethodResult,

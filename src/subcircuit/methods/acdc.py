@@ -131,19 +131,26 @@ def _run_acdc(
     trace: list[Trial] | None,
     progress: ProgressFn,
     on_receiver: Callable[[ACDCState], None] | None,
+    initial_mask: Tensor | None = None,
 ) -> ACDCState:
     """The walk shared by the reference and the fast path; `evaluate(state, r, senders, i)`
-    returns the losses of removing senders[i], senders[i..i+1], ... cumulatively (≥ 1 value)."""
+    returns the losses of removing senders[i], senders[i..i+1], ... cumulatively (≥ 1 value).
+    With `initial_mask` [receiver sender] (0/1) the walk starts from that graph and tries only
+    the edges that are 1 in it (ACDC on a candidate set); the others stay removed, score 0."""
     _check_tau(tau)
     graph = problem.graph
     full = graph.full_mask().to(problem.model.device)
+    if initial_mask is not None:
+        full = (initial_mask.to(full) != 0).to(full) * full
     with torch.no_grad():
         cur = float(problem.loss(full)[0])
     state = ACDCState(full.clone(), torch.zeros(graph.shape), cur)
     feeds = _feeds(graph)
     replay = _Replay(trace, tau, abs_value)
-    total, done = graph.n_edges, 0
+    total, done = int((full != 0).sum()), 0
     for r, senders in _walk(graph):
+        if initial_mask is not None:
+            senders = [s for s in senders if full[r, s] != 0]
         rname = graph.receivers[r].name
         if feeds[r] and not bool(state.mask[:, feeds[r]].any()):
             state.mask[r] = 0
@@ -181,7 +188,8 @@ def _run_acdc(
 
 
 def acdc_reference(problem: Problem, threshold: float, abs_value: bool = False, trace=None,
-                   progress: ProgressFn = _no_progress, on_receiver=None) -> ACDCState:
+                   progress: ProgressFn = _no_progress, on_receiver=None,
+                   initial_mask: Tensor | None = None) -> ACDCState:
     """ACDC by its definition: one full forward pass per tried edge, nothing reused."""
 
     def evaluate(state: ACDCState, r: int, senders: list[int], i: int) -> list[float]:
@@ -191,7 +199,7 @@ def acdc_reference(problem: Problem, threshold: float, abs_value: bool = False, 
         with torch.no_grad():
             return [float(problem.loss(mask)[0])]
 
-    return _run_acdc(problem, threshold, abs_value, evaluate, trace, progress, on_receiver)
+    return _run_acdc(problem, threshold, abs_value, evaluate, trace, progress, on_receiver, initial_mask)
 
 
 def acdc_fast(
@@ -203,13 +211,17 @@ def acdc_fast(
     on_receiver: Callable[[ACDCState], None] | None = None,
     max_batch: int = 64,
     memory_gb: float = 2.0,
+    initial_mask: Tensor | None = None,
 ) -> ACDCState:
     """ACDC with the same decisions as `acdc_reference`, using stage caching, metric-position
     logits and adaptive speculative batching (see the module docstring)."""
     graph = problem.graph
     patcher = problem.patcher
+    start = graph.full_mask().to(problem.model.device)
+    if initial_mask is not None:  # receivers not yet visited keep their initial rows
+        start = (initial_mask.to(start) != 0).to(start) * start
     with torch.no_grad():
-        deltas = patcher.prefix(graph.full_mask().to(problem.model.device), len(graph.stages) - 1).deltas
+        deltas = patcher.prefix(start, len(graph.stages) - 1).deltas
     prefixes: dict[int, Prefix] = {}
     b, p = problem.task.clean.shape
     bytes_per_sender = b * p * graph.cfg.d_model * problem.model.W_E.element_size()
@@ -245,7 +257,7 @@ def acdc_fast(
             cur = loss
         return losses
 
-    return _run_acdc(problem, threshold, abs_value, evaluate, trace, progress, on_receiver)
+    return _run_acdc(problem, threshold, abs_value, evaluate, trace, progress, on_receiver, initial_mask)
 
 
 def _result(state: ACDCState, graph: Graph, params: dict) -> MethodResult:

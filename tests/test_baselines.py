@@ -1,0 +1,87 @@
+"""Baselines (node patching, HISP, SP, random) and every method's scores in circuit.json."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_attribution import problem_for
+
+from subcircuit.circuit import load_circuit
+from subcircuit.discover import DiscoverOptions, discover
+from subcircuit.graph import build_graph
+from subcircuit.methods import METHODS, get_method
+from subcircuit.methods.baselines import node_to_edge_scores
+from subcircuit.models import load
+
+
+def test_node_patching_is_exact_sender_ablation():
+    prob = problem_for("llama-gqa", metric="kl")
+    g = prob.graph
+    res = get_method("node-patching").fn(prob, chunk=5)
+    full = g.full_mask()
+    with torch.no_grad():
+        base = float(prob.loss(full)[0])
+        for name in ("a1.h2", "m0", "input"):
+            s = g.sender_pos[name]
+            m = full.clone()
+            m[:, s] = 0
+            assert res.info["node_scores"][name] == pytest.approx(float(prob.loss(m)[0]) - base, abs=1e-5)
+            e = g.edges.index(next(x for x in g.edges if x.startswith(name + "->")))
+            assert float(res.scores[e]) == pytest.approx(res.info["node_scores"][name], abs=1e-5)
+
+
+def test_node_to_edge_min_rule():
+    prob = problem_for("gpt2")
+    g = prob.graph
+    node = torch.arange(len(g.senders), dtype=torch.float32)
+    sc = node_to_edge_scores(g, node)
+    assert float(sc[g.edge_position("a0.h1->a1.h0<q>")]) == min(node[g.sender_pos["a0.h1"]],
+                                                               node[g.sender_pos["a1.h0"]])
+    assert float(sc[g.edge_position("input->logits")]) == float(node.max())
+
+
+def test_hisp_sp_random_shapes_and_determinism():
+    prob = problem_for("gpt2", metric="logit-diff")
+    n = prob.graph.n_edges
+    h = get_method("hisp").fn(prob).scores
+    assert h.shape == (n,) and (h >= 0).all() and h.max() > 0
+    a = get_method("sp").fn(prob, steps=10, seed=1).scores
+    b = get_method("sp").fn(prob, steps=10, seed=1).scores
+    assert torch.equal(a, b)
+    r1, r2 = get_method("random").fn(prob, seed=5).scores, get_method("random").fn(prob, seed=5).scores
+    assert torch.equal(r1, r2) and not torch.equal(r1, get_method("random").fn(prob, seed=6).scores)
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"acdc"}))
+def test_every_method_writes_circuit_json(method, tmp_path):
+    lm = load("toy-induction-2l")
+    opts = DiscoverOptions(method=method, edges=12, n_examples=8, train_steps=5, ig_steps=2)
+    discover(lm, "induction", opts, out=tmp_path)
+    graph = build_graph(lm.cfg, "heads-qkv")
+    c = load_circuit(tmp_path / "circuit.json", graph)
+    assert c.method == method and len(c.edges) == graph.n_edges
+    assert c.results["n_edges_in_circuit"] == 12
+    assert all(isinstance(e["score"], float) for e in c.edges)
+
+
+def test_acdc_candidates_writes_circuit_json(tmp_path):
+    lm = load("toy-induction-2l")
+    opts = DiscoverOptions(method="acdc", candidates=20, n_examples=8, ig_steps=2)
+    c = discover(lm, "induction", opts, out=tmp_path)
+    assert c.params["candidates"] == 20 and c.results["n_edges_in_circuit"] <= 20
+    load_circuit(tmp_path / "circuit.json", build_graph(lm.cfg, "heads-qkv"))
+
+
+def test_acdc_initial_mask_fast_equals_reference_and_tries_only_candidates():
+    from subcircuit.methods.acdc import acdc_fast, acdc_reference
+
+    prob = problem_for("llama-gqa", metric="kl")
+    g = prob.graph
+    init = g.from_flat((torch.rand(g.n_edges, generator=torch.Generator().manual_seed(2)) < 0.5).float())
+    ref = acdc_reference(prob, 0.003, initial_mask=init)
+    fast = acdc_fast(prob, 0.003, initial_mask=init)
+    assert torch.equal(ref.mask, fast.mask)
+    assert [(t.receiver, t.sender, t.removed) for t in ref.trace] == [
+        (t.receiver, t.sender, t.removed) for t in fast.trace]
+    assert all(init[t.receiver, t.sender] == 1 for t in ref.trace)
+    assert bool(((ref.mask != 0) <= (init != 0)).all())
