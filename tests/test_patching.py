@@ -49,7 +49,7 @@ def test_single_edges_match_path_patching_reference(tiny_model, gran, kind):
     clean, corr = _batch(tiny_model, seed=3)
     abl = make_ablation(tiny_model, graph, kind, clean, corr)
     p = Patcher(tiny_model, graph, clean, abl)
-    edges = random.Random(0).sample(graph.edges, min(12, graph.n_edges))
+    edges = random.Random(0).sample(graph.edges, min(6, graph.n_edges))
     full = graph.full_mask()
     masks = torch.stack([full - graph.mask_from_edges([e]) for e in edges])
     got = p.logits(masks)
@@ -67,7 +67,7 @@ def test_many_removed_edges_match_reference(tiny_model, gran, frac):
     clean, corr = _batch(tiny_model, seed=5)
     abl = make_ablation(tiny_model, graph, "corrupted", clean, corr)
     p = Patcher(tiny_model, graph, clean, abl)
-    for removed in _random_edge_sets(graph, 3, int(graph.n_edges * frac), seed=1):
+    for removed in _random_edge_sets(graph, 2, int(graph.n_edges * frac), seed=1):
         got = p.logits(graph.full_mask() - graph.mask_from_edges(removed))[0]
         torch.testing.assert_close(got, reference_logits(tiny_model, graph, clean, abl.outputs, removed),
                                    atol=1e-5, rtol=0)
