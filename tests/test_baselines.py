@@ -75,7 +75,7 @@ def test_acdc_candidates_writes_circuit_json(tmp_path):
 def test_acdc_initial_mask_fast_equals_reference_and_tries_only_candidates():
     from subcircuit.methods.acdc import acdc_fast, acdc_reference
 
-    prob = problem_for("llama-gqa", metric="kl")
+    prob = problem_for("gpt2", metric="kl")
     g = prob.graph
     init = g.from_flat((torch.rand(g.n_edges, generator=torch.Generator().manual_seed(2)) < 0.5).float())
     ref = acdc_reference(prob, 0.003, initial_mask=init)
