@@ -119,13 +119,44 @@ def make_ablation(
     return _make_ablation(model, graph, outs, kind)  # type: ignore[arg-type]
 
 
+class _MixFn(torch.autograd.Function):
+    """y = m @ deltas for one stage, reading the deltas from the preallocated buffer.
+
+    Inputs: m [c r s], buf [c s N·d] (detached copies of the chunks, not saved by autograd),
+    then the chunks [c s_i N d] themselves (Σ s_i = s), only so that autograd knows the
+    dependency and gets their gradients. Backward: dm = dy @ bufᵀ, dchunks = (mᵀ @ dy) split."""
+
+    @staticmethod
+    def forward(ctx, m: Tensor, buf: Tensor, *chunks: Tensor) -> Tensor:
+        ctx.save_for_backward(m)
+        ctx.buf = buf
+        ctx.shapes = [t.shape for t in chunks]
+        return torch.bmm(m, buf)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        (m,) = ctx.saved_tensors
+        dm = torch.bmm(dy, ctx.buf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grads: list[Tensor | None] = [None] * len(ctx.shapes)
+        if any(ctx.needs_input_grad[2:]):
+            dbuf = torch.bmm(m.transpose(1, 2), dy)  # [c s N·d]
+            i = 0
+            for k, shape in enumerate(ctx.shapes):
+                if ctx.needs_input_grad[2 + k]:
+                    grads[k] = dbuf[:, i : i + shape[1]].reshape(shape)
+                i += shape[1]
+        return (dm, None, *grads)
+
+
 class _Deltas:
     """Sender deltas out − abl [.. sender N d] of one run, in computation order.
 
     `shared` [s0 N d] holds the deltas every configuration has in common (the embeddings, or a
-    cached prefix). Later ones are per configuration: without autograd they go into one
-    preallocated buffer [c sender N d]; with autograd, into a list of chunks that is concatenated
-    when read (in-place writes would break backward).
+    cached prefix). Later ones are per configuration and go into one preallocated buffer
+    [c sender N d], so a stage reads all of them with one matmul. Under autograd the buffer holds
+    detached copies and `_MixFn` routes gradients back to the chunks they came from (writing into
+    a tensor autograd saw would break backward; concatenating per stage would cost O(stages²)
+    memory).
 
     A receiver's input is `base + Σ_s m[r,s]·delta_s`. Without autograd, only the senders that
     matter are read: either those with m ≠ 0 (dense form) or, when fewer, those with m ≠ 1
@@ -139,32 +170,40 @@ class _Deltas:
         self.grad = grad
         self.chunks: list[Tensor] = []
         self.buf = None
-        if not grad and n_senders > self.s0:
+        if n_senders > self.s0:
             self.buf = shared.new_empty(c, n_senders - self.s0, *shared.shape[1:])
         # Running sums of deltas at the last two chunk boundaries: {n_senders: [c N d]}.
         self.sums = {} if grad else {self.s0: shared.sum(0).expand(c, *shared.shape[1:])}
 
     def append(self, t: Tensor) -> None:
         """t [c s N d] the next senders' deltas."""
-        if self.buf is None:
+        self.buf[:, self.n - self.s0 : self.n - self.s0 + t.shape[1]] = t.detach()
+        if self.grad:
             self.chunks.append(t)
         else:
-            self.buf[:, self.n - self.s0 : self.n - self.s0 + t.shape[1]] = t
             last = self.sums[self.n]
             self.sums = {self.n: last, self.n + t.shape[1]: last + t.sum(1)}
         self.n += t.shape[1]
 
     def per_config(self, upto: int) -> Tensor:
         """[c upto−s0 N d] per-configuration deltas of senders s0..upto."""
-        if self.buf is not None:
-            return self.buf[:, : upto - self.s0]
-        t = torch.cat(self.chunks, dim=1) if len(self.chunks) > 1 else self.chunks[0]
-        return t[:, : upto - self.s0]
+        if self.grad:
+            t = torch.cat(self.chunks, dim=1) if len(self.chunks) > 1 else self.chunks[0]
+            return t[:, : upto - self.s0]
+        return self.buf[:, : upto - self.s0]
 
     def _dense(self, m: Tensor, base: Tensor, hi: int) -> Tensor:
         c, r, nd, s0 = m.shape[0], m.shape[1], base.numel(), self.s0
         x = base.reshape(1, 1, nd) + (m[:, :, :s0].reshape(c * r, s0) @ self.shared.reshape(s0, nd)).view(c, r, nd)
-        if hi > s0:
+        if hi > s0 and self.grad:
+            chunks, n = [], s0
+            for t in self.chunks:
+                if n >= hi:
+                    break
+                chunks.append(t)
+                n += t.shape[1]
+            x = x + _MixFn.apply(m[:, :, s0:hi], self.buf[:c, : hi - s0].reshape(c, hi - s0, nd), *chunks)
+        elif hi > s0:
             x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi)[:c].reshape(c, hi - s0, nd))
         return x
 
