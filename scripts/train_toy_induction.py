@@ -1,39 +1,50 @@
-"""Train `toy-induction-2l`: a 2-layer attention-only transformer that learns induction.
+"""Train `toy-induction-2l`: a 2-layer attention-only transformer with induction heads.
 
 Induction ("... A B ... A -> B") needs two attention heads in series: a layer-0
 *previous-token head* copies each token's predecessor into its residual stream, and a layer-1
-*induction head* uses that to attend from the current token A to the token right after A's
-earlier occurrence, then copies it. A 2-layer attention-only model trained on sequences that
-contain repeated random subsequences learns exactly this circuit, which makes it a model with a
-known circuit (Olsson et al. 2022, "In-context learning and induction heads").
+*induction head* uses that (K-composition) to attend from the current token A to the token
+right after A's earlier occurrence, then copies it (Olsson et al. 2022, "In-context learning
+and induction heads"). This script trains a model that has exactly this circuit, so it can
+serve as a model with a known circuit: previous-token head a0.h0 -> induction head a1.h0
+(K-composition: the edge a0.h0 -> a1.h0<k>).
 
-Training data: sequences of N_CTX raw ids, position 0 always BOS (id 0), the rest uniform over
-1..VOCAB-1, each with one span of length 4..31 copied to a later place: half of them in the
-canonical layout `BOS r r ...`, half at random places among random filler. The random offsets
-matter: trained on `BOS r r` alone, the model found a positional shortcut (attend by position
-ratio) instead of previous-token and induction heads.
+Training data (`random_layout_batch`): sequences of N_CTX raw ids, position 0 always BOS (id 0),
+the rest uniform over 1..VOCAB-1, with one span of length L (4..20) copied to a later place:
+the span starts at a random position s >= 1 and its copy at a random t >= s + L (random
+prefix, random gap). Random offsets matter: a previous model trained with the copy always
+right after `BOS r` learned a positional shortcut (layer-0 heads attending to position ~q/2)
+instead of previous-token and induction heads.
 
-Recipe (what made induction form within a few thousand CPU steps at vocab 512):
-- tied embeddings during training (logits = LN(resid) @ W_E^T + b_U, as in GPT-2): copying a
-  token is then an identity-like OV circuit instead of 511 separately learned unembedding rows.
-  The saved model stores the trained W_E^T as its (untied) W_U, so its forward pass is ours;
-- the next-token loss weighs the predictable targets (the copy's tokens) 1.0 and all other,
-  random, targets 0.1, which cuts the gradient noise of unpredictable targets.
+Recipe:
+- vocab 256 (ln 255 = 5.54; a smaller vocab makes chance repeats of a token common at 64
+  positions, which blurs the induction target), d_model 128, 2 heads of 64 per layer (a head's
+  OV circuit must copy any of 255 tokens: with d_head 16 it could not), 64 learned positions,
+  LayerNorm;
+- tied embeddings during training (logits = LN(resid) @ W_E^T + b_U, as in GPT-2), saved
+  untied (W_U = trained W_E^T), so the saved model runs our plain forward pass;
+- next-token loss weighing the predictable targets (the copy's tokens after its first) 1.0
+  and all other, random, targets 0.1;
+- AdamW (no weight decay), lr 3e-3 with 100 warm-up steps, batch 64, 1200 steps;
+- supervision of the circuit, annealed away: during the first half of training an auxiliary
+  loss pulls a0.h0's attention to the previous token (-log attention, every position), a1.h0's
+  attention to the token after the earlier occurrence (the copy's positions) and makes a1.h0's
+  output alone (through the final norm and the unembedding) predict the copy's next token; its
+  weight then falls linearly to 0 at 3/4 of training, and the last quarter is plain next-token
+  training. The heads keep their roles without it because the next-token loss needs them (see
+  the scores in the meta).
+
+What did not work within ~1000 CPU steps (all with random layouts): no supervision (vocab
+64/128, also with periodic repeats, a 6x larger init or sinusoidally initialised positions —
+the models sat on the "tokens seen before are likelier" plateau, no head formed); supervising
+only the two attention patterns (both heads formed at once, but the repeated-copy loss stayed
+at ~3.3 of 4.1 at vocab 64: the OV copy did not form); 4 heads of 64 (slower per step, and
+at 600 steps the criterion was not met yet).
 
 Everything is deterministic (seeded torch generators, CPU, one thread by default). The script
-then measures the criterion on fresh `BOS r r` sequences (len(r) = 31): the mean next-token
-loss on the repeated half must be below 10% of the loss on the first half; it also scores
-every layer-0 head as a previous-token head and every layer-1 head as an induction head, and
-records the best of each in the saved model's meta (named only above HEAD_SCORE).
-
-Known limitation of the shipped result: the model learned the canonical `BOS r r` layout
-through a positional shortcut (layer-0 heads attending to about position q/2), not through a
-previous-token head and an induction head; the random-layout half of the data was not learned
-in 3000 steps. Tried and slower: untied embeddings, uniform loss weights, `BOS r r` only (a
-fixed copy distance is learned in ~150 steps, but as a pure positional offset), a warm-up on a
-fixed distance, an auxiliary loss forcing a previous-token head, random layouts only. (The first-half loss ends up above the
-uniform ln(511): the model over-predicts tokens it has already seen. The meta also gives the
-repeated-half loss relative to ln(511).)
+then measures, on 256 fresh random-layout sequences (L = 20): the mean next-token loss on the
+repeated copy must be below 10% of the loss on the first copy; it also scores every layer-0
+head as a previous-token head (mean attention from i to i-1) and every layer-1 head as an
+induction head, and records the best of each in the meta (named only above HEAD_SCORE).
 
     python scripts/train_toy_induction.py [--out src/subcircuit/data/models/toy-induction-2l]
 """
@@ -50,25 +61,30 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from subcircuit.models import ModelConfig, Transformer, save
-from subcircuit.models.transformer import attention, attention_pattern, embed, normalize
+from subcircuit.models.transformer import _keys_or_values, attention_pattern, embed, normalize
 
-VOCAB = 512
+VOCAB = 256
 N_CTX = 64
 BOS = 0
 SEED = 0
-STEPS = 3000
-BATCH = 32
+STEPS = 1200
+BATCH = 64
 LR = 3e-3
-FIRST_COPY_WEIGHT = 0.1
+WARMUP = 100
+SPAN = (4, 20)  # copied span length, inclusive
+OTHER_WEIGHT = 0.1  # loss weight of the unpredictable targets
+AUX_WEIGHT = 1.0  # attention supervision, full for the first half, 0 from 3/4 of training on
+PREV_HEAD, IND_HEAD = 0, 0  # supervised heads: a0.h{PREV_HEAD}, a1.h{IND_HEAD}
 HEAD_SCORE = 0.3  # a head is named a previous-token / induction head above this mean attention
-EVAL_HALF = 31  # len(r) in the evaluation sequences BOS r r (63 tokens)
+EVAL_SPAN = 20
 
+HEADS = 2
 CONFIG = ModelConfig(
     family="gpt2",
     n_layers=2,
     d_model=128,
-    n_heads=4,
-    d_head=32,
+    n_heads=HEADS,
+    d_head=64,
     d_mlp=0,
     vocab_size=VOCAB,
     n_ctx=N_CTX,
@@ -80,45 +96,74 @@ CONFIG = ModelConfig(
     final_norm=True,
 )
 
-
-def repeated_batch(n: int, half: int, g: torch.Generator) -> Tensor:
-    """[n, 1 + 2*half] sequences `BOS r r` with r uniform over ids 1..VOCAB-1."""
-    r = torch.randint(1, VOCAB, (n, half), generator=g)
-    return torch.cat([torch.full((n, 1), BOS), r, r], dim=1)
+Layout = list[tuple[int, int, int]]  # per row (s, t, L): span at s..s+L-1, copy at t..t+L-1
 
 
-def training_batch(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """n training sequences [n N_CTX] and their loss weights [n N_CTX-1].
+def random_layout_batch(n: int, g: torch.Generator, span: int | None = None) -> tuple[Tensor, Tensor, Layout]:
+    """n sequences [n N_CTX], loss weights [n N_CTX-1] and layouts.
 
-    Every row: BOS, then uniform random ids 1..VOCAB-1, with one span of length L (4..31, per
-    row) copied to a later place. Even rows use the canonical layout `BOS r r ...` (the copy
-    right after the span); odd rows put the span and its copy at random places among random
-    filler. Weights: 1.0 for the losses that predict the copy's tokens after its first one (the
-    predictable targets), FIRST_COPY_WEIGHT elsewhere."""
+    Every row: BOS, then uniform random ids 1..VOCAB-1, with one span of length L (SPAN, or
+    `span`) at a random start s >= 1 copied to a random t >= s + L. Weights: 1.0 for the
+    losses that predict the copy's tokens after its first one, OTHER_WEIGHT elsewhere (loss j
+    predicts token j+1)."""
     x = torch.randint(1, VOCAB, (n, N_CTX), generator=g)
     x[:, 0] = BOS
-    w = torch.full((n, N_CTX - 1), FIRST_COPY_WEIGHT)
+    w = torch.full((n, N_CTX - 1), OTHER_WEIGHT)
+    layout = []
     for i in range(n):
-        L = int(torch.randint(4, 32, (1,), generator=g))
-        if i % 2 == 0:
-            s, t = 1, 1 + L
-        else:
-            s = int(torch.randint(1, N_CTX - 2 * L + 1, (1,), generator=g))
-            t = int(torch.randint(s + L, N_CTX - L + 1, (1,), generator=g))
+        L = span or int(torch.randint(SPAN[0], SPAN[1] + 1, (1,), generator=g))
+        s = int(torch.randint(1, N_CTX - 2 * L + 1, (1,), generator=g))
+        t = int(torch.randint(s + L, N_CTX - L + 1, (1,), generator=g))
         x[i, t : t + L] = x[i, s : s + L]
-        w[i, t : t + L - 1] = 1.0  # loss j predicts token j+1: the copy's tokens t+1 .. t+L-1
-    return x, w
+        w[i, t : t + L - 1] = 1.0
+        layout.append((s, t, L))
+    return x, w, layout
 
 
-def tied_losses(model: Transformer, tokens: Tensor) -> Tensor:
-    """Training forward with tied embeddings: tokens [b p] -> next-token losses [b p-1]."""
+def forward_with_patterns(model: Transformer, tokens: Tensor, tied: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """tokens [b p] -> (next-token losses [b p-1], layer-0 and layer-1 attention [h b q k],
+    next-token losses [b p-1] of a1.h{IND_HEAD}'s output alone, through the final norm and
+    the unembedding: its direct prediction)."""
     cfg = model.cfg
     resid = embed(model, tokens)
+    patterns = []
     for block in model.blocks:
         x = resid[None, None]
-        resid = resid + attention(block, cfg, x, x, x, None).sum(1)[0] + block.b_O
-    logits = (normalize(resid, model.lnf_w, model.lnf_b, cfg) @ model.W_E.T + model.b_U)[:, :-1]
-    return F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+        pattern = attention_pattern(block, cfg, x, x, None)  # [1 h b q k]; as in `attention`, kept
+        z = pattern @ _keys_or_values(block.W_V, block.b_V, block, cfg, x, None)  # [1 h b q e]
+        resid = resid + torch.einsum("hbpe,hed->bpd", z[0], block.W_O) + block.b_O
+        patterns.append(pattern[0])
+        head_out = z[0, IND_HEAD] @ block.W_O[IND_HEAD]  # [b p d]; kept for the last layer
+    W_U = model.W_E.T if tied else model.W_U
+    logits = (normalize(resid, model.lnf_w, model.lnf_b, cfg) @ W_U + model.b_U)[:, :-1]
+    direct = (normalize(head_out, model.lnf_w, model.lnf_b, cfg) @ W_U + model.b_U)[:, :-1]
+    direct_losses = F.cross_entropy(direct.transpose(1, 2), tokens[:, 1:], reduction="none")
+    return F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none"), patterns[0], patterns[1], direct_losses
+
+
+def induction_index(layout: Layout) -> tuple[Tensor, Tensor, Tensor]:
+    """(row, query, key) of every induction target: query t+j (j = 0..L-2) -> key s+j+1."""
+    rows, qs, ks = [], [], []
+    for i, (s, t, L) in enumerate(layout):
+        q = torch.arange(t, t + L - 1)
+        rows.append(torch.full_like(q, i))
+        qs.append(q)
+        ks.append(q - (t - s) + 1)
+    return torch.cat(rows), torch.cat(qs), torch.cat(ks)
+
+
+def evaluate(model: Transformer, tokens: Tensor, layout: Layout, tied: bool = False) -> dict:
+    """Losses on the first copy / the repeated copy (each copy's first token left out), and
+    previous-token scores of layer-0 heads / induction scores of layer-1 heads."""
+    with torch.no_grad():
+        loss, pat0, pat1, _ = forward_with_patterns(model, tokens, tied)
+    rows, qi, ki = induction_index(layout)
+    first = torch.cat([loss[i, s : s + L - 1] for i, (s, t, L) in enumerate(layout)]).mean().item()
+    repeated = loss[rows, qi].mean().item()
+    q = torch.arange(1, tokens.shape[1])
+    prev = pat0[:, :, q, q - 1].mean((1, 2))
+    ind = pat1[:, rows, qi, ki].mean(1)
+    return {"first": first, "repeated": repeated, "prev": prev.tolist(), "ind": ind.tolist()}
 
 
 def init_model(g: torch.Generator) -> Transformer:
@@ -126,54 +171,17 @@ def init_model(g: torch.Generator) -> Transformer:
     model = Transformer(CONFIG)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("_w",)):
+            if name.endswith("_w"):
                 p.fill_(1.0)
             elif name.split(".")[-1].startswith("W_"):
                 p.copy_(0.02 * torch.randn(p.shape, generator=g))
     return model
 
 
-def next_token_losses(model: Transformer, tokens: Tensor) -> Tensor:
-    """tokens [b p] -> loss [b p-1]: -log P(tokens[:, i+1] | tokens[:, :i+1])."""
-    logits = model(tokens)[:, :-1]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none").view(
-        tokens.shape[0], -1
-    )
-
-
-def half_losses(model: Transformer, tokens: Tensor, half: int, losses=next_token_losses) -> tuple[float, float]:
-    """Mean loss on the first copy of r and on the repeated copy, for `BOS r r` sequences.
-
-    First half: predicting r[1..half-1] (positions 2..half). Repeated half: predicting the
-    second copy's r[1..half-1] (positions half+2..2*half). Each copy's first token is not
-    predictable from context and is left out of both."""
-    with torch.no_grad():
-        loss = losses(model, tokens)  # loss[:, i] predicts token i+1
-    first = loss[:, 1:half].mean().item()
-    repeated = loss[:, half + 1 : 2 * half].mean().item()
-    return first, repeated
-
-
-def head_scores(model: Transformer, tokens: Tensor, half: int) -> tuple[list[float], list[float]]:
-    """Previous-token scores of layer-0 heads and induction scores of layer-1 heads.
-
-    prev-token score: mean attention from position i to i-1 (i >= 1).
-    induction score: mean attention from a second-copy position 1+half+j to 1+j+1, the token
-    after the first occurrence of the current token (j = 0..half-2)."""
-    cfg = model.cfg
-    with torch.no_grad():
-        resid = embed(model, tokens)
-        x = resid[None, None]
-        pat0 = attention_pattern(model.blocks[0], cfg, x, x, None)[0]  # [h b q k]
-        resid1 = resid + attention(model.blocks[0], cfg, x, x, x, None).sum(1)[0] + model.blocks[0].b_O
-        x1 = resid1[None, None]
-        pat1 = attention_pattern(model.blocks[1], cfg, x1, x1, None)[0]
-    p = tokens.shape[1]
-    q = torch.arange(1, p)
-    prev = pat0[:, :, q, q - 1].mean((1, 2))
-    qi = torch.arange(1 + half, 2 * half)  # second-copy tokens r[0..half-2]
-    ind = pat1[:, :, qi, qi - half + 1].mean((1, 2))
-    return prev.tolist(), ind.tolist()
+def aux_weight(step: int, steps: int) -> float:
+    """AUX_WEIGHT for the first half, linearly down to 0 at 3/4, then 0."""
+    half, quarter = steps // 2, max(1, steps // 4)
+    return AUX_WEIGHT * min(1.0, max(0.0, 1.0 - (step - half) / quarter))
 
 
 def main() -> None:
@@ -182,48 +190,69 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--lr", type=float, default=LR)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the shipped model was trained with 1)")
+    ap.add_argument("--every", type=int, default=100, help="print probe losses and head scores every N steps")
+    ap.add_argument("--heads", type=int, default=HEADS, help="heads per layer (of d_head 64)")
     args = ap.parse_args()
+    global CONFIG
+    CONFIG = ModelConfig.from_dict({**CONFIG.to_dict(), "n_heads": args.heads})
 
     torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(SEED)
     model = init_model(g)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    cooldown = int(0.75 * args.steps)  # constant rate, then linear decay to 10% over the last quarter
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 1.0 if s < cooldown else 1.0 - 0.9 * (s - cooldown) / max(1, args.steps - cooldown)
-    )
-    probe = repeated_batch(32, EVAL_HALF, torch.Generator().manual_seed(999))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / WARMUP))
+    probe = random_layout_batch(64, torch.Generator().manual_seed(999), span=EVAL_SPAN)
     t0 = time.time()
+    q = torch.arange(1, N_CTX)
     for step in range(args.steps):
-        x, w = training_batch(BATCH, g)
-        loss = (tied_losses(model, x) * w).sum() / w.sum()
+        x, w, layout = random_layout_batch(BATCH, g)
+        losses, pat0, pat1, direct = forward_with_patterns(model, x, tied=True)
+        loss = (losses * w).sum() / w.sum()
+        lam = aux_weight(step, args.steps)
+        if lam > 0:
+            rows, qi, ki = induction_index(layout)
+            aux = -pat0[PREV_HEAD][:, q, q - 1].clamp_min(1e-6).log().mean()
+            aux = aux - pat1[IND_HEAD][rows, qi, ki].clamp_min(1e-6).log().mean()
+            aux = aux + direct[rows, qi].mean()
+            loss = loss + lam * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        if step % 250 == 0 or step == args.steps - 1:
-            f, r = half_losses(model, probe, EVAL_HALF, tied_losses)
-            print(f"step {step:5d}  loss {loss.item():.4f}  probe first/repeated {f:.3f}/{r:.3f}  ({time.time() - t0:.0f}s)")
+        if step % args.every == 0 or step == args.steps - 1:
+            ev = evaluate(model, probe[0], probe[2], tied=True)
+            print(
+                f"step {step:5d}  loss {loss.item():.3f}  aux weight {lam:.2f}  probe first/repeated "
+                f"{ev['first']:.3f}/{ev['repeated']:.3f}  prev {[round(v, 2) for v in ev['prev']]}  "
+                f"ind {[round(v, 2) for v in ev['ind']]}  ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
     train_s = time.time() - t0
     with torch.no_grad():
         model.W_U.copy_(model.W_E.T)  # untie: the saved model runs our plain forward pass
     model.requires_grad_(False).eval()
 
-    eval_tokens = repeated_batch(256, EVAL_HALF, torch.Generator().manual_seed(12345))
-    first, repeated = half_losses(model, eval_tokens, EVAL_HALF)
-    prev, ind = head_scores(model, eval_tokens, EVAL_HALF)
+    tokens, _, layout = random_layout_batch(256, torch.Generator().manual_seed(12345), span=EVAL_SPAN)
+    ev = evaluate(model, tokens, layout)
+    canon_r = torch.randint(1, VOCAB, (256, EVAL_SPAN), generator=torch.Generator().manual_seed(12345))
+    canon = torch.cat([torch.full((256, 1), BOS), canon_r, canon_r], dim=1)
+    ev_canon = evaluate(model, canon, [(1, 1 + EVAL_SPAN, EVAL_SPAN)] * 256)
+    prev, ind = ev["prev"], ev["ind"]
     prev_head = max(range(len(prev)), key=prev.__getitem__)
     ind_head = max(range(len(ind)), key=ind.__getitem__)
-    ratio = repeated / first
-    print(f"loss first half {first:.4f}  repeated half {repeated:.4f}  ratio {ratio:.4f}")
+    ratio = ev["repeated"] / ev["first"]
+    print(f"random layouts: loss first copy {ev['first']:.4f}  repeated {ev['repeated']:.4f}  ratio {ratio:.4f}")
+    print(f"BOS r r:        loss first copy {ev_canon['first']:.4f}  repeated {ev_canon['repeated']:.4f}")
     print("layer-0 previous-token scores", [round(s, 3) for s in prev], f"-> a0.h{prev_head}")
     print("layer-1 induction scores     ", [round(s, 3) for s in ind], f"-> a1.h{ind_head}")
     if ratio >= 0.1:
         raise SystemExit(f"induction criterion failed: repeated/first loss ratio {ratio:.3f} >= 0.1")
+    if prev[prev_head] < HEAD_SCORE or ind[ind_head] < HEAD_SCORE:
+        raise SystemExit("no clear previous-token head or induction head")
 
     meta = {
-        "description": "attention-only 2-layer transformer trained on repeated random sequences",
+        "description": "attention-only 2-layer transformer with a previous-token head and an induction head",
         "tokenizer": None,
         "bos_token_id": BOS,
         "token_ids": f"raw ids; 0 = BOS (always at position 0), 1..{VOCAB - 1} = content tokens",
@@ -233,26 +262,40 @@ def main() -> None:
             "steps": args.steps,
             "batch": BATCH,
             "lr": args.lr,
-            "optimizer": "Adam; constant learning rate, linear decay to 10% over the last quarter",
-            "data": "BOS + uniform ids 1..511 with one span (length 4..31) copied later: half BOS r r ..., "
-            "half at random places",
-            "loss": f"next-token cross-entropy, weight 1 on the copied tokens, {FIRST_COPY_WEIGHT} elsewhere",
+            "optimizer": f"AdamW (weight decay 0), {WARMUP} linear warm-up steps, then constant",
+            "data": f"BOS + uniform ids 1..{VOCAB - 1} with one span (length {SPAN[0]}..{SPAN[1]}) at a random "
+            "start s >= 1 copied to a random t >= s + L (random prefix and gap)",
+            "loss": f"next-token cross-entropy, weight 1 on the copied tokens, {OTHER_WEIGHT} elsewhere",
+            "attention_supervision": f"auxiliary loss: -log attention of a0.h{PREV_HEAD} to i-1 (all positions) and "
+            f"of a1.h{IND_HEAD} to the token after the earlier occurrence (the copy's positions), plus the next-token "
+            f"loss of a1.h{IND_HEAD}'s output alone (final norm + unembedding) at the copy's positions; weight "
+            f"{AUX_WEIGHT} for the first half of training, linearly to 0 at 3/4, none in the last quarter",
+            "heads": args.heads,
             "embeddings": "tied during training (W_U = W_E^T), saved untied",
             "seconds_cpu": round(train_s, 1),
         },
+        "criterion": "loss on the repeated copy < 10% of the loss on the first copy (fresh random-layout sequences)",
         "evaluation": {
-            "sequences": f"256 fresh BOS r r, len(r) = {EVAL_HALF}, generator seed 12345",
-            "loss_first_half": round(first, 4),
-            "loss_repeated_half": round(repeated, 4),
+            "sequences": f"256 fresh random-layout sequences (span {EVAL_SPAN}, random start and gap), "
+            "generator seed 12345 (random_layout_batch)",
+            "loss_first_half": round(ev["first"], 4),
+            "loss_repeated_half": round(ev["repeated"], 4),
             "ratio": round(ratio, 4),
             "uniform_loss": round(math.log(VOCAB - 1), 4),
-            "ratio_to_uniform": round(repeated / math.log(VOCAB - 1), 4),
+            "bos_r_r": {
+                "loss_first_half": round(ev_canon["first"], 4),
+                "loss_repeated_half": round(ev_canon["repeated"], 4),
+                "ratio": round(ev_canon["repeated"] / ev_canon["first"], 4),
+            },
             "prev_token_scores_layer0": [round(s, 4) for s in prev],
             "induction_scores_layer1": [round(s, 4) for s in ind],
+            "prev_token_score": "mean attention from position i to i-1 (i >= 1)",
+            "induction_score": "mean attention from the repeated copy's token j to the first copy's token j+1",
         },
-        # named only when the head clearly does the job (score >= HEAD_SCORE); else None
-        "prev_token_head": f"a0.h{prev_head}" if prev[prev_head] >= HEAD_SCORE else None,
-        "induction_head": f"a1.h{ind_head}" if ind[ind_head] >= HEAD_SCORE else None,
+        "prev_token_head": f"a0.h{prev_head}",
+        "prev_token_head_score": round(prev[prev_head], 4),
+        "induction_head": f"a1.h{ind_head}",
+        "induction_head_score": round(ind[ind_head], 4),
     }
     folder = save(model, args.out, meta)
     print(f"saved to {folder} ({sum(f.stat().st_size for f in folder.iterdir()) / 1e6:.2f} MB)")
