@@ -119,33 +119,43 @@ def make_ablation(
     return _make_ablation(model, graph, outs, kind)  # type: ignore[arg-type]
 
 
+class _Store(torch.autograd.Function):
+    """Marks a chunk of deltas as stored in the buffer: returns a 1-element token that mixing
+    steps take as input. Autograd runs this node's backward only after every mixing step that
+    read the chunk has added its gradient into the shared gradient buffer `grad_buf`; it then
+    hands the chunk its slice."""
+
+    @staticmethod
+    def forward(ctx, chunk: Tensor, grad_buf: Tensor, lo: int) -> Tensor:
+        ctx.grad_buf, ctx.lo, ctx.shape = grad_buf, lo, chunk.shape
+        return chunk.new_zeros(1)
+
+    @staticmethod
+    def backward(ctx, _token: Tensor):
+        c, n = ctx.shape[0], ctx.shape[1]
+        return ctx.grad_buf[:c, ctx.lo : ctx.lo + n].reshape(ctx.shape), None, None
+
+
 class _MixFn(torch.autograd.Function):
     """y = m @ deltas for one stage, reading the deltas from the preallocated buffer.
 
     Inputs: m [c r s], buf [c s N·d] (detached copies of the chunks, not saved by autograd),
-    then the chunks [c s_i N d] themselves (Σ s_i = s), only so that autograd knows the
-    dependency and gets their gradients. Backward: dm = dy @ bufᵀ, dchunks = (mᵀ @ dy) split."""
+    grad_buf (same shape, where the deltas' gradients accumulate), then the `_Store` tokens of
+    the chunks covering those s senders (so autograd orders the backward passes). Backward:
+    dm = dy @ bufᵀ, and grad_buf += mᵀ @ dy in place — no per-step gradient tensors."""
 
     @staticmethod
-    def forward(ctx, m: Tensor, buf: Tensor, *chunks: Tensor) -> Tensor:
+    def forward(ctx, m: Tensor, buf: Tensor, grad_buf: Tensor, *tokens: Tensor) -> Tensor:
         ctx.save_for_backward(m)
-        ctx.buf = buf
-        ctx.shapes = [t.shape for t in chunks]
+        ctx.buf, ctx.grad_buf, ctx.n_tokens = buf, grad_buf, len(tokens)
         return torch.bmm(m, buf)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         (m,) = ctx.saved_tensors
         dm = torch.bmm(dy, ctx.buf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        grads: list[Tensor | None] = [None] * len(ctx.shapes)
-        if any(ctx.needs_input_grad[2:]):
-            dbuf = torch.bmm(m.transpose(1, 2), dy)  # [c s N·d]
-            i = 0
-            for k, shape in enumerate(ctx.shapes):
-                if ctx.needs_input_grad[2 + k]:
-                    grads[k] = dbuf[:, i : i + shape[1]].reshape(shape)
-                i += shape[1]
-        return (dm, None, *grads)
+        ctx.grad_buf.baddbmm_(m.transpose(1, 2), dy)
+        return (dm, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
 
 
 class _Deltas:
@@ -169,9 +179,12 @@ class _Deltas:
         self.shared, self.c, self.s0, self.n = shared, c, shared.shape[0], shared.shape[0]
         self.grad = grad
         self.chunks: list[Tensor] = []
-        self.buf = None
+        self.buf = self.grad_buf = None
         if n_senders > self.s0:
             self.buf = shared.new_empty(c, n_senders - self.s0, *shared.shape[1:])
+            if grad:
+                self.grad_buf = torch.zeros_like(self.buf).flatten(2)
+        self.tokens: list[Tensor] = []
         # Running sums of deltas at the last two chunk boundaries: {n_senders: [c N d]}.
         self.sums = {} if grad else {self.s0: shared.sum(0).expand(c, *shared.shape[1:])}
 
@@ -180,6 +193,7 @@ class _Deltas:
         self.buf[:, self.n - self.s0 : self.n - self.s0 + t.shape[1]] = t.detach()
         if self.grad:
             self.chunks.append(t)
+            self.tokens.append(_Store.apply(t, self.grad_buf, self.n - self.s0))
         else:
             last = self.sums[self.n]
             self.sums = {self.n: last, self.n + t.shape[1]: last + t.sum(1)}
@@ -196,13 +210,14 @@ class _Deltas:
         c, r, nd, s0 = m.shape[0], m.shape[1], base.numel(), self.s0
         x = base.reshape(1, 1, nd) + (m[:, :, :s0].reshape(c * r, s0) @ self.shared.reshape(s0, nd)).view(c, r, nd)
         if hi > s0 and self.grad:
-            chunks, n = [], s0
-            for t in self.chunks:
+            tokens, n = [], s0
+            for t, tok in zip(self.chunks, self.tokens, strict=True):
                 if n >= hi:
                     break
-                chunks.append(t)
+                tokens.append(tok)
                 n += t.shape[1]
-            x = x + _MixFn.apply(m[:, :, s0:hi], self.buf[:c, : hi - s0].reshape(c, hi - s0, nd), *chunks)
+            buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
+            x = x + _MixFn.apply(m[:, :, s0:hi], buf, self.grad_buf[:c, : hi - s0], *tokens)
         elif hi > s0:
             x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi)[:c].reshape(c, hi - s0, nd))
         return x
@@ -326,6 +341,15 @@ def _run(
         hvar = torch.ones(H, dtype=torch.bool) if rvar is None else _head_varies(cfg, st, rvar)
         if not per_head:  # one sender for the whole layer
             hvar = hvar.any().expand(H)
+        if bool(live.all()) and (bool(hvar.all()) or not bool(hvar.any())):  # one group: no scatter
+            xs = x5 if bool(hvar.any()) else x5[:1]
+            out = attention(blk, cfg, xs[:, st.q], xs[:, st.k], xs[:, st.v], rot).flatten(2, 3)
+            if not per_head:
+                out = out.sum(1, keepdim=True)
+            if varying is not None:
+                varying[st.senders] = hvar if per_head else hvar[:1]
+            deltas.append((out - abl[st.senders]).expand(c, n_out, N, d))
+            continue
         delta = abl.new_zeros(c, n_out, N, d)
         for group_varies in (False, True):
             sel = (hvar == group_varies) & live
