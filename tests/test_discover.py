@@ -32,7 +32,7 @@ def test_tracr_reverse_recovers_ground_truth(tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_circuit(tmp_path):
     opts = DiscoverOptions(threshold=0.002, n_examples=8)
-    whole = discover("toy-induction-2l", "induction", opts, out=tmp_path / "whole")
+    discover("toy-induction-2l", "induction", opts, out=tmp_path / "whole")
     calls = {"n": 0}
 
     def interrupt(done, total, what):
