@@ -95,7 +95,7 @@ def _fmt(v) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="", help="run modules/cases whose name contains this")
+    ap.add_argument("--only", default="", help="run modules/cases whose name contains one of these (comma-separated)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--child", nargs=2, metavar=("MODULE", "CASE"), help=argparse.SUPPRESS)
@@ -103,7 +103,8 @@ def main() -> None:
     if args.child:
         _child(*args.child)
         return
-    plan = [(p.stem, c) for p in _modules() for c in _cases(p) if args.only in f"{p.stem}:{c}"]
+    wanted = args.only.split(",")
+    plan = [(p.stem, c) for p in _modules() for c in _cases(p) if any(w in f"{p.stem}:{c}" for w in wanted)]
     if args.list:
         print("\n".join(f"{m}:{c}" for m, c in plan))
         return

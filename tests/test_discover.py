@@ -37,7 +37,7 @@ def test_interrupted_run_resumes_to_the_same_circuit(tmp_path):
 
     def interrupt(done, total, what):
         calls["n"] += 1
-        if calls["n"] == 25:
+        if calls["n"] == 8:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
