@@ -45,12 +45,13 @@ def _versus(model: str, task: str, gran: str, ablation: str, tau: float, n: int 
     }]
 
 
-def _smollm2_heads(tau: float = 0.01) -> list[dict]:
-    prob = _problem("smollm2-135m", "ioi", "heads", "corrupted", 16)
+def _fast_only(gran: str, tau: float = 0.01) -> list[dict]:
+    """The fast path alone on SmolLM2 IOI (16 prompts): wall time and work done."""
+    prob = _problem("smollm2-135m", "ioi", gran, "corrupted", 16)
     t0 = time.perf_counter()
     st = acdc_fast(prob, tau)
     took = time.perf_counter() - t0
-    return [{"model": "smollm2-135m", "task": "ioi", "graph": f"heads ({prob.graph.n_edges} edges)",
+    return [{"model": "smollm2-135m", "task": "ioi", "graph": f"{gran} ({prob.graph.n_edges} edges)",
              "tau": tau, "prompts": 16, "median_s": took, "circuit_edges": int(st.mask.sum()),
              "trials": len(st.trace), "skipped_edges": st.skipped, "configs_run": st.forward_configs,
              "repeats": 1}]
@@ -61,5 +62,6 @@ CASES = {
     "tracr-reverse": lambda: _versus("tracr-reverse", "tracr-reverse", "heads-qkv", "zero", 0.01),
     "tracr-proportion": lambda: _versus("tracr-proportion", "tracr-proportion", "heads-qkv", "zero", 0.01),
     "smollm2-ioi-layers": lambda: _versus("smollm2-135m", "ioi", "layers", "corrupted", 0.01, repeats=1),
-    "smollm2-ioi-heads": _smollm2_heads,
+    "smollm2-ioi-layers-fast": lambda: _fast_only("layers"),
+    "smollm2-ioi-heads-fast": lambda: _fast_only("heads"),
 }
