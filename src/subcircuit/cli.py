@@ -60,6 +60,10 @@ TaskOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (datasets, sampling).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+AblationOpt = Annotated[str, typer.Option("--ablation", help="corrupted, mean or zero.")]
+GranularityOpt = Annotated[str, typer.Option("--granularity", help="heads-qkv, heads or layers.")]
+NExamplesOpt = Annotated[int | None, typer.Option("--n-examples", help="Number of prompts.")]
+AbsOpt = Annotated[bool, typer.Option("--abs", help="ACDC: compare |Δmetric| with τ.")]
 
 
 # ------------------------------------------------------------------------------ output helpers
@@ -293,12 +297,12 @@ def discover(
     threshold: Annotated[float | None, typer.Option("--threshold", help="ACDC's τ (default 0.01).")] = None,
     edges: Annotated[int | None, typer.Option("--edges", help="Target circuit size (ACDC searches τ).")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="kl, logit-diff, prob-diff, nll (default: the task's).")] = None,
-    ablation: Annotated[str, typer.Option("--ablation", help="corrupted, mean or zero.")] = "corrupted",
-    granularity: Annotated[str, typer.Option("--granularity", help="heads-qkv, heads or layers.")] = "heads-qkv",
-    n_examples: Annotated[int | None, typer.Option("--n-examples", help="Number of prompts.")] = None,
+    ablation: AblationOpt = "corrupted",
+    granularity: GranularityOpt = "heads-qkv",
+    n_examples: NExamplesOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
-    abs_value: Annotated[bool, typer.Option("--abs", help="ACDC: compare |Δmetric| with τ.")] = False,
+    abs_value: AbsOpt = False,
     resume: Annotated[Path | None, typer.Option("--resume", help="Resume the interrupted run in this folder.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     sparsity: Annotated[float | None, typer.Option("--sparsity", help="Fraction of edges removed (score methods, edge-pruning).")] = None,
@@ -433,12 +437,12 @@ def sweep(
     sizes: Annotated[str | None, typer.Option("--sizes", help="Comma-separated circuit sizes in edges "
                                                               "(default: MIB's edge fractions).")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="kl, logit-diff, prob-diff, nll, ...")] = None,
-    ablation: Annotated[str, typer.Option("--ablation", help="corrupted, mean or zero.")] = "corrupted",
-    granularity: Annotated[str, typer.Option("--granularity", help="heads-qkv, heads or layers.")] = "heads-qkv",
-    n_examples: Annotated[int | None, typer.Option("--n-examples", help="Number of prompts.")] = None,
+    ablation: AblationOpt = "corrupted",
+    granularity: GranularityOpt = "heads-qkv",
+    n_examples: NExamplesOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
-    abs_value: Annotated[bool, typer.Option("--abs", help="ACDC: compare |Δmetric| with τ.")] = False,
+    abs_value: AbsOpt = False,
 ) -> None:
     """Run a method over several thresholds or sizes: one folder per run plus summary.json/summary.md."""
     from subcircuit.discover import DiscoverOptions

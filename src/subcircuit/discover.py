@@ -22,6 +22,7 @@ import torch
 
 from subcircuit.circuit import Circuit, atomic_write_text, edge_records
 from subcircuit.errors import UserError
+from subcircuit.evaluation.faithfulness import measure
 from subcircuit.graph import build_graph
 from subcircuit.methods import get_method, make_problem
 from subcircuit.methods.acdc import Trial, acdc_fast, acdc_reference
@@ -292,16 +293,3 @@ def method_kwargs(fn, options: DiscoverOptions) -> dict[str, Any]:
     elif options.train_steps is not None:
         wanted["steps"] = options.train_steps
     return {k: v for k, v in wanted.items() if k in accepted and v is not None}
-
-
-def measure(problem: Problem, mask: torch.Tensor) -> dict[str, float]:
-    """Metric values of the full model, the circuit and the empty graph, and faithfulness
-    f = (m(C) − m(∅)) / (m(N) − m(∅)) (MIB's definition)."""
-    g = problem.graph
-    masks = torch.stack([g.full_mask(), mask.to(torch.float32), torch.zeros(g.shape)]).to(problem.model.device)
-    with torch.no_grad():
-        full, circ, empty = (float(v) for v in problem.value(masks))
-    denom = full - empty
-    faith = (circ - empty) / denom if abs(denom) > 1e-12 else float("nan")
-    return {"metric_full_model": full, "metric_circuit": circ, "metric_empty_circuit": empty,
-            "faithfulness": faith if math.isfinite(faith) else None}
