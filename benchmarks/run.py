@@ -93,6 +93,27 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _split(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """A RESULTS.md as (lines before the first section, {"### heading": section lines})."""
+    head: list[str] = []
+    secs: dict[str, list[str]] = {}
+    cur: list[str] | None = None
+    for line in lines:
+        if line.startswith("### "):
+            cur = secs.setdefault(line.split(" (")[0], [])
+        (head if cur is None else cur).append(line)
+    return head, secs
+
+
+def _merge(old: str, started: str, load: float, new: list[str]) -> tuple[list[str], list[str]]:
+    head, secs = _split(old.rstrip("\n").splitlines())
+    _, fresh = _split(new)
+    for k, v in fresh.items():
+        v[0] = f"{k} (run separately on {started}, load average {load:.1f})"
+        secs[k] = v
+    return head, [line for v in secs.values() for line in v]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="run modules/cases whose name contains one of these (comma-separated)")
@@ -129,7 +150,10 @@ def main() -> None:
     head += [f"- {k}: {v}" for k, v in _machine().items()]
     head += [f"- load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} "
              "(other work on the machine inflates absolute times; ratios are measured side by side)", ""]
-    Path(args.out).write_text("\n".join(head + sections) + "\n")
+    out = Path(args.out)
+    if args.only and out.exists():  # a partial run replaces its own sections and keeps the rest
+        head, sections = _merge(out.read_text(), started, load_before[0], sections)
+    out.write_text("\n".join(head + sections) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
 

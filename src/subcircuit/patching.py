@@ -407,13 +407,14 @@ class Patcher:
     ablation: Ablation
     positions: Tensor | None = None
 
-    def logits(self, masks: Tensor, start: Prefix | None = None) -> Tensor:
+    def logits(self, masks: Tensor, start: Prefix | None = None, skip_dead: bool = True) -> Tensor:
         """masks [c receiver sender] or [receiver sender] -> logits [c b v] at `positions`
         (or [c b p v] without positions). With `start`, the run begins at its stage and the
-        masks' rows for earlier receivers are ignored (the prefix fixed them)."""
+        masks' rows for earlier receivers are ignored (the prefix fixed them). `skip_dead=False`
+        computes every component, even those no configuration reads."""
         masks = masks[None] if masks.dim() == 2 else masks
         logits, _ = _run(self.model, self.graph, self.tokens, self.ablation, masks.to(self.model.W_E.dtype),
-                         self.positions, start)
+                         self.positions, start, skip_dead=skip_dead)
         return logits
 
     def prefix(self, mask: Tensor, stage_index: int) -> Prefix:

@@ -14,20 +14,31 @@ The algorithm, exactly:
    edge stays removed and `cur = new`; otherwise it is restored. Its score is `new − cur`, the
    change it caused against the *current* pruned graph.
 
-`acdc_reference` does exactly this with one full forward pass per edge; it is the definition.
-`acdc` makes the same decisions with far less work:
+`acdc_reference` does exactly this as a straightforward implementation would: one full forward
+pass per edge (every component, logits at every position). It is the definition. `acdc_fast`
+makes the same decisions with far less work:
 
-- every sender output before the receiver's stage is the same as in the full model (those
+- every sender output before the receiver's stage is the same as in the starting graph (those
   receivers have not been visited yet), so each trial starts at the receiver's stage from
   cached state (one full forward pass caches all of them);
-- logits are computed only at the positions the metric reads;
-- speculative batching: K cumulative removals (edge 1; edges 1–2; …; 1–K) run as one batch of
-  K mask configurations. Every decision up to the first edge that must be kept is exact, since
-  each configuration is then exactly the graph the sequential algorithm would try; the batch
-  restarts after that edge. K adapts to the recent keep rate (about 1/p_keep), capped by a
-  memory budget;
-- the patched pass reads only the senders whose mask entries are not all 0 (or not all 1) at
-  each stage (see `subcircuit.patching`).
+- logits are computed only at the positions the metric reads, and components that no
+  configuration reads (dead heads and MLPs) are not computed;
+- speculative batching along predicted decisions: the walk ahead is laid out as a path of K
+  steps, each removing its edge from the graph that the sequential walk would have *if every
+  earlier step's predicted decision held* (receivers that the predicted graph leaves dead are
+  skipped on the path, as the walk would). The K configurations run as one batch. Step j's
+  decision is exact when the predictions of steps 1..j−1 held, since its configuration is then
+  exactly the graph the sequential algorithm tries, so the decisions up to and including the
+  first wrong prediction are kept and the next batch starts after it. An edge never measured is
+  predicted "removed"; an edge measured in an earlier batch (beyond a wrong prediction) is
+  predicted from that measurement, which makes the next batch's predictions mostly right. K
+  maximises the expected number of exact decisions per second under a static cost model (per
+  stage overhead, per configuration FLOPs) and the recent rate of right predictions, capped by
+  `max_batch` and a memory budget. The batch never depends on measured time, so a run is
+  bit-for-bit reproducible;
+- within a batch, everything before the earliest receiver's stage comes from the cache, and a
+  component whose inputs agree across the configurations is computed once (see
+  `subcircuit.patching`).
 
 Each trial is recorded in a trace (receiver, sender, loss, removed). A trace replays without
 any forward pass, which gives both resumable runs (the trace is the checkpoint) and reuse across
@@ -48,7 +59,7 @@ from torch import Tensor
 from subcircuit.errors import UserError
 from subcircuit.graph import Graph
 from subcircuit.methods.base import MethodResult, Problem, ProgressFn, _no_progress, register_method
-from subcircuit.patching import Prefix
+from subcircuit.patching import Patcher, Prefix
 
 
 @dataclass(frozen=True)
@@ -123,66 +134,88 @@ class _Replay:
         return Trial(r, s, t.loss, removed)
 
 
+def _order(graph: Graph, start: Tensor) -> tuple[list[tuple[int, int]], dict[int, int]]:
+    """ACDC's visiting order flattened: the (receiver, sender) pairs to try, and for the first
+    pair of each receiver its number of pairs (where the dead-receiver check happens)."""
+    flat: list[tuple[int, int]] = []
+    firsts: dict[int, int] = {}
+    exists = graph.exists & (start.cpu() != 0)
+    for r, senders in _walk(graph):
+        senders = [s for s in senders if exists[r, s]]
+        if senders:
+            firsts[len(flat)] = len(senders)
+            flat.extend((r, s) for s in senders)
+    return flat, firsts
+
+
+def _dead(mask: Tensor, feeds: list[int]) -> bool:
+    """Whether a receiver's component no longer feeds anything in the graph `mask`."""
+    return bool(feeds) and not bool(mask[:, feeds].any())
+
+
+def _check_finite(loss: float, graph: Graph, r: int, s: int) -> None:
+    if not math.isfinite(loss):
+        raise UserError(f"the metric is {loss} with edge {graph.senders[s].name}->{graph.receivers[r].name} "
+                        "removed; check the task's prompts and the ablation (a NaN here would corrupt the circuit)")
+
+
+Evaluate = Callable[[ACDCState, int], list[Trial]]
+
+
 def _run_acdc(
     problem: Problem,
     tau: float,
     abs_value: bool,
-    evaluate: Callable[[ACDCState, int, list[int], int], list[float]],
+    make_evaluate: Callable[[Tensor, list[tuple[int, int]], dict[int, int], list[list[int]]], tuple[float, Evaluate]],
     trace: list[Trial] | None,
     progress: ProgressFn,
     on_receiver: Callable[[ACDCState], None] | None,
     initial_mask: Tensor | None = None,
 ) -> ACDCState:
-    """The walk shared by the reference and the fast path; `evaluate(state, r, senders, i)`
-    returns the losses of removing senders[i], senders[i..i+1], ... cumulatively (≥ 1 value).
+    """The walk shared by the reference and the fast path.
+
+    `make_evaluate(start, flat, firsts, feeds)` returns the loss of the starting graph and
+    `evaluate(state, i)`, which returns the exact trials of `flat[i]` and possibly of the pairs
+    after it (≥ 1 trial, each decided against the graph the sequential walk would have then).
     With `initial_mask` [receiver sender] (0/1) the walk starts from that graph and tries only
     the edges that are 1 in it (ACDC on a candidate set); the others stay removed, score 0."""
     _check_tau(tau)
     graph = problem.graph
-    full = graph.full_mask().to(problem.model.device)
+    start = graph.full_mask().to(problem.model.device)
     if initial_mask is not None:
-        full = (initial_mask.to(full) != 0).to(full) * full
-    with torch.no_grad():
-        cur = float(problem.loss(full)[0])
-    state = ACDCState(full.clone(), torch.zeros(graph.shape), cur)
+        start = (initial_mask.to(start) != 0).to(start) * start
+    flat, firsts = _order(graph, start)
     feeds = _feeds(graph)
+    cur, evaluate = make_evaluate(start, flat, firsts, feeds)
+    state = ACDCState(start.clone(), torch.zeros(graph.shape), cur)
     replay = _Replay(trace, tau, abs_value)
-    total, done = int((full != 0).sum()), 0
-    for r, senders in _walk(graph):
-        if initial_mask is not None:
-            senders = [s for s in senders if full[r, s] != 0]
-        rname = graph.receivers[r].name
-        if feeds[r] and not bool(state.mask[:, feeds[r]].any()):
+    pending: deque[Trial] = deque()
+    ends = {i + n for i, n in firsts.items()}
+    total, i = len(flat), 0
+    while i < total:
+        r, s = flat[i]
+        if i in firsts and _dead(state.mask, feeds[r]):
+            n = firsts[i]
             state.mask[r] = 0
-            state.skipped += len(senders)
-            done += len(senders)
-            progress(done, total, rname)
-            continue
-        i = 0
-        while i < len(senders):
-            t = replay.take(r, senders[i], state.cur)
-            if t is not None:
-                trials = [t]
-            else:
-                losses = evaluate(state, r, senders, i)
-                trials = []
-                cur = state.cur
-                for j, loss in enumerate(losses):
-                    removed = _decide(loss, cur, tau, abs_value)
-                    trials.append(Trial(r, senders[i + j], loss, removed))
-                    if not removed:
-                        break
-                    cur = loss
-            for t in trials:
-                state.scores[r, t.sender] = t.loss - state.cur
-                if t.removed:
-                    state.mask[r, t.sender] = 0
-                    state.cur = t.loss
-                state.trace.append(t)
-            i += len(trials)
-            done += len(trials)
-            progress(done, total, rname)
-        if on_receiver is not None:
+            state.skipped += n
+            i += n
+        else:
+            t = pending.popleft() if pending else replay.take(r, s, state.cur)
+            if t is None:
+                trials = evaluate(state, i)
+                t = trials[0]
+                pending.extend(trials[1:])
+            if (t.receiver, t.sender) != (r, s):  # pragma: no cover - a bug, not a user error
+                raise RuntimeError(f"ACDC walk out of step at {i}: {(t.receiver, t.sender)} != {(r, s)}")
+            _check_finite(t.loss, graph, r, s)
+            state.scores[r, s] = t.loss - state.cur
+            if t.removed:
+                state.mask[r, s] = 0
+                state.cur = t.loss
+            state.trace.append(t)
+            i += 1
+        progress(i, total, graph.receivers[r].name)
+        if i in ends and on_receiver is not None:
             on_receiver(state)
     return state
 
@@ -190,16 +223,63 @@ def _run_acdc(
 def acdc_reference(problem: Problem, threshold: float, abs_value: bool = False, trace=None,
                    progress: ProgressFn = _no_progress, on_receiver=None,
                    initial_mask: Tensor | None = None) -> ACDCState:
-    """ACDC by its definition: one full forward pass per tried edge, nothing reused."""
+    """ACDC by its definition, as a straightforward implementation runs it: one full forward
+    pass per tried edge (every component, logits at every position, then the metric's
+    positions picked out), nothing reused."""
+    task = problem.task
+    plain = Patcher(problem.model, problem.graph, task.clean, problem.ablation, positions=None)
+    rows = torch.arange(task.n, device=task.clean.device)
 
-    def evaluate(state: ACDCState, r: int, senders: list[int], i: int) -> list[float]:
-        mask = state.mask.clone()
-        mask[r, senders[i]] = 0
-        state.forward_configs += 1
+    def loss_of(mask: Tensor) -> float:
         with torch.no_grad():
-            return [float(problem.loss(mask)[0])]
+            logits = plain.logits(mask, skip_dead=False)[:, rows, task.positions]  # [1 b v]
+            return float(problem.metric.loss(logits.float(), task, problem.base_logits.float())[0])
 
-    return _run_acdc(problem, threshold, abs_value, evaluate, trace, progress, on_receiver, initial_mask)
+    def make_evaluate(start: Tensor, flat, firsts, feeds) -> tuple[float, Evaluate]:
+        def evaluate(state: ACDCState, i: int) -> list[Trial]:
+            r, s = flat[i]
+            mask = state.mask.clone()
+            mask[r, s] = 0
+            state.forward_configs += 1
+            loss = loss_of(mask)
+            return [Trial(r, s, loss, _decide(loss, state.cur, threshold, abs_value))]
+
+        return loss_of(start), evaluate
+
+    return _run_acdc(problem, threshold, abs_value, make_evaluate, trace, progress, on_receiver, initial_mask)
+
+
+class _CostModel:
+    """Estimated time of a batched call: `a·depth + b·work`, where depth is the fraction of
+    the model's stages the call runs (a = per-call overhead of running every stage) and work
+    is Σ over its configurations of the fraction each computes on its own, from its
+    receiver's stage on (b = one configuration through the whole model, from its FLOPs).
+
+    The estimate is static, never a measured time, so the same command always batches the
+    same way and gives bit-identical scores (batch composition changes float rounding)."""
+
+    def __init__(self, problem: Problem) -> None:
+        model, graph = problem.model, problem.graph
+        cpu = model.device.type == "cpu"
+        emb = {"W_E", "W_U", "W_pos"}
+        body = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[-1] not in emb)
+        b, _ = problem.task.clean.shape
+        flops = 2 * problem.task.clean.numel() * body + 2 * b * graph.cfg.d_model * graph.cfg.vocab_size
+        self.a = len(graph.stages) * (1.5e-3 if cpu else 1e-3)
+        self.b = flops / (8e10 if cpu else 2e13)
+
+    def best_length(self, depth: list[float], work: list[float], ok: list[float]) -> int:
+        """The prefix length k maximising expected exact decisions per second, where step j's
+        decision is exact if the predictions of the steps before it hold (probability ok[j])."""
+        best, best_rate, p, done, w = 1, -1.0, 1.0, 0.0, 0.0
+        for k in range(1, len(depth) + 1):
+            done += p
+            p *= ok[k - 1]
+            w += work[k - 1]
+            rate = done / (self.a * depth[k - 1] + self.b * w)
+            if rate > best_rate:
+                best, best_rate = k, rate
+        return best
 
 
 def acdc_fast(
@@ -214,50 +294,90 @@ def acdc_fast(
     initial_mask: Tensor | None = None,
 ) -> ACDCState:
     """ACDC with the same decisions as `acdc_reference`, using stage caching, metric-position
-    logits and adaptive speculative batching (see the module docstring)."""
+    logits and speculative batching along predicted decisions (see the module docstring)."""
     graph = problem.graph
     patcher = problem.patcher
-    start = graph.full_mask().to(problem.model.device)
-    if initial_mask is not None:  # receivers not yet visited keep their initial rows
-        start = (initial_mask.to(start) != 0).to(start) * start
-    with torch.no_grad():
-        deltas = patcher.prefix(start, len(graph.stages) - 1).deltas
-    prefixes: dict[int, Prefix] = {}
+    n_stages = len(graph.stages)
+    stage_idx = [graph.stages.index(graph.stage_of_receiver(r)) for r in range(len(graph.receivers))]
     b, p = problem.task.clean.shape
     bytes_per_sender = b * p * graph.cfg.d_model * problem.model.W_E.element_size()
-    recent: deque[bool] = deque(maxlen=64)
+    cost = _CostModel(problem)
+    predicted: dict[tuple[int, int], bool] = {}  # measured guesses: would this edge be removed?
+    # recent outcomes of predictions, per source: measured guess / default guess ("removed")
+    hits: dict[bool, deque[bool]] = {True: deque(maxlen=64), False: deque(maxlen=64)}
 
-    def prefix_for(r: int) -> Prefix:
-        st = graph.stage_of_receiver(r)
-        si = graph.stages.index(st)
-        if si not in prefixes:
-            prefixes.clear()
-            prefixes[si] = Prefix(si, deltas[: st.senders.start])
-        return prefixes[si]
+    def ok_rate(measured: bool) -> float:
+        h = hits[measured]
+        return (sum(h) + 1) / (len(h) + 2)
 
-    def evaluate(state: ACDCState, r: int, senders: list[int], i: int) -> list[float]:
-        pre = prefix_for(r)
-        per_config = (len(graph.senders) - pre.deltas.shape[0] + 8) * bytes_per_sender
-        cap = max(1, min(max_batch, int(memory_gb * 2**30 // per_config)))
-        p_keep = (sum(not x for x in recent) + 1) / (len(recent) + 2)
-        k = max(1, min(cap, len(senders) - i, round(1 / p_keep)))
-        masks = state.mask.repeat(k, 1, 1)
-        for j in range(k):
-            masks[j:, r, senders[i + j]] = 0
-        state.forward_configs += k
+    def make_evaluate(start: Tensor, flat, firsts, feeds) -> tuple[float, Evaluate]:
         with torch.no_grad():
-            losses = problem.loss(masks, start=pre).tolist()
-        # Record what the decisions will be, for the keep-rate estimate.
-        cur = state.cur
-        for loss in losses:
-            removed = _decide(loss, cur, threshold, abs_value)
-            recent.append(removed)
-            if not removed:
-                break
-            cur = loss
-        return losses
+            deltas = patcher.prefix(start, n_stages - 1).deltas  # every sender in the start graph
 
-    return _run_acdc(problem, threshold, abs_value, evaluate, trace, progress, on_receiver, initial_mask)
+        def prefix(si: int) -> Prefix:
+            return Prefix(si, deltas[: graph.stages[si].senders.start])
+
+        with torch.no_grad():
+            cur = float(problem.loss(start, start=prefix(n_stages - 1))[0])
+
+        def evaluate(state: ACDCState, i: int) -> list[Trial]:
+            # The speculative path: from flat[i] on, each step removes its edge from the graph
+            # the walk would have if every earlier step's predicted decision held.
+            mask = state.mask.clone()
+            configs: list[Tensor] = []
+            steps: list[tuple[int, int, bool, bool]] = []  # r, s, predicted removal, measured guess
+            depth: list[float] = []
+            work: list[float] = []
+            ok: list[float] = []
+            j, lo = i, n_stages
+            budget = memory_gb * 2**30
+            while j < len(flat) and len(steps) < max_batch:
+                r, s = flat[j]
+                if j != i and j in firsts and _dead(mask, feeds[r]):
+                    mask[r] = 0
+                    j += firsts[j]
+                    continue
+                si = stage_idx[r]
+                per_config = (len(graph.senders) - graph.stages[si].senders.start + 8) * bytes_per_sender
+                if steps and (len(steps) + 1) * per_config > budget:
+                    break
+                lo = min(lo, si)
+                m = mask.clone()
+                m[r, s] = 0
+                configs.append(m)
+                guess = predicted.get((r, s))
+                steps.append((r, s, True if guess is None else guess, guess is not None))
+                depth.append((n_stages - lo) / n_stages)
+                work.append((n_stages - si) / n_stages)
+                ok.append(ok_rate(guess is not None))
+                if steps[-1][2]:
+                    mask[r, s] = 0
+                j += 1
+            k = cost.best_length(depth, work, ok)
+            start_si = min(stage_idx[r] for r, _, _, _ in steps[:k])
+            state.forward_configs += k
+            with torch.no_grad():
+                losses = problem.loss(torch.stack(configs[:k]), start=prefix(start_si)).tolist()
+            # Decide in order; a decision is exact while every earlier prediction held. Every
+            # step also refreshes the guess for its edge from what it measured.
+            trials: list[Trial] = []
+            cur = spec = state.cur
+            exact = True
+            for (r, s, guess, measured), loss in zip(steps[:k], losses, strict=True):
+                if exact:
+                    removed = _decide(loss, cur, threshold, abs_value)
+                    trials.append(Trial(r, s, loss, removed))
+                    hits[measured].append(removed == guess)
+                    cur = loss if removed else cur
+                    exact = removed == guess
+                predicted[(r, s)] = _decide(loss, spec, threshold, abs_value)
+                if guess:
+                    spec = loss
+            return trials
+
+        return cur, evaluate
+
+    return _run_acdc(problem, threshold, abs_value, make_evaluate, trace, progress, on_receiver, initial_mask)
 
 
 def _result(state: ACDCState, graph: Graph, params: dict) -> MethodResult:
