@@ -119,42 +119,92 @@ def make_ablation(
     return _make_ablation(model, graph, outs, kind)  # type: ignore[arg-type]
 
 
+class _GradSink:
+    """Where the per-configuration deltas' gradients gather under autograd, shaped like the
+    delta buffer [c sender' N·d]. General mixing steps add mᵀ·dy into a dense buffer (allocated
+    on first use); a stage whose receivers all read the same mixture (identical mask rows, as
+    in EAP and EAP-IG) adds the rank-one term w ⊗ Σ_r dy_r, kept as (w, Σ_r dy_r) and summed only
+    when a chunk asks for its gradient."""
+
+    def __init__(self, c: int, n: int, nd: int, like: Tensor) -> None:
+        self.c, self.n, self.nd, self.like = c, n, nd, like
+        self.buf: Tensor | None = None
+        self.rank1: list[tuple[int, Tensor, Tensor]] = []  # (senders read, w [c s], g [c N·d])
+
+    def dense(self) -> Tensor:
+        if self.buf is None:
+            self.buf = self.like.new_zeros(self.c, self.n, self.nd)
+        return self.buf
+
+    def grad(self, lo: int, shape: torch.Size) -> Tensor:
+        """The gradient [c n N d] of the chunk of senders lo..lo+n."""
+        c, n = shape[0], shape[1]
+        out = self.buf[:c, lo : lo + n] if self.buf is not None else None
+        terms = [(w[:, lo : lo + n], g) for hi, w, g in self.rank1 if hi > lo]
+        if terms:
+            w = torch.stack([t[0] for t in terms], dim=2)  # [c n k]
+            g = torch.stack([t[1] for t in terms], dim=1)  # [c k N·d]
+            out = torch.bmm(w, g) if out is None else torch.baddbmm(out, w, g)
+        if out is None:
+            out = self.like.new_zeros(c, n, self.nd)
+        return out.reshape(shape)
+
+
 class _Store(torch.autograd.Function):
     """Marks a chunk of deltas as stored in the buffer: returns a 1-element token that mixing
     steps take as input. Autograd runs this node's backward only after every mixing step that
-    read the chunk has added its gradient into the shared gradient buffer `grad_buf`; it then
-    hands the chunk its slice."""
+    read the chunk has added its gradient into the shared `_GradSink`; it then hands the chunk
+    its gradient."""
 
     @staticmethod
-    def forward(ctx, chunk: Tensor, grad_buf: Tensor, lo: int) -> Tensor:
-        ctx.grad_buf, ctx.lo, ctx.shape = grad_buf, lo, chunk.shape
+    def forward(ctx, chunk: Tensor, sink: _GradSink, lo: int) -> Tensor:
+        ctx.sink, ctx.lo, ctx.shape = sink, lo, chunk.shape
         return chunk.new_zeros(1)
 
     @staticmethod
     def backward(ctx, _token: Tensor):
-        c, n = ctx.shape[0], ctx.shape[1]
-        return ctx.grad_buf[:c, ctx.lo : ctx.lo + n].reshape(ctx.shape), None, None
+        return ctx.sink.grad(ctx.lo, ctx.shape), None, None
 
 
 class _MixFn(torch.autograd.Function):
     """y = m @ deltas for one stage, reading the deltas from the preallocated buffer.
 
-    Inputs: m [c r s], buf [c s N·d] (detached copies of the chunks, not saved by autograd),
-    grad_buf (same shape, where the deltas' gradients accumulate), then the `_Store` tokens of
-    the chunks covering those s senders (so autograd orders the backward passes). Backward:
-    dm = dy @ bufᵀ, and grad_buf += mᵀ @ dy in place — no per-step gradient tensors."""
+    Inputs: m [c r s], buf [c s N·d] (detached copies of the chunks, not saved by autograd), the
+    `_GradSink`, then the `_Store` tokens of the chunks covering those s senders (so autograd
+    orders the backward passes). Backward: dm = dy @ bufᵀ, and the sink gets mᵀ @ dy in place —
+    no per-step gradient tensors."""
 
     @staticmethod
-    def forward(ctx, m: Tensor, buf: Tensor, grad_buf: Tensor, *tokens: Tensor) -> Tensor:
+    def forward(ctx, m: Tensor, buf: Tensor, sink: _GradSink, *tokens: Tensor) -> Tensor:
         ctx.save_for_backward(m)
-        ctx.buf, ctx.grad_buf, ctx.n_tokens = buf, grad_buf, len(tokens)
+        ctx.buf, ctx.sink, ctx.n_tokens = buf, sink, len(tokens)
         return torch.bmm(m, buf)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         (m,) = ctx.saved_tensors
         dm = torch.bmm(dy, ctx.buf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        ctx.grad_buf.baddbmm_(m.transpose(1, 2), dy)
+        c, s = m.shape[0], m.shape[2]
+        ctx.sink.dense()[:c, :s].baddbmm_(m.transpose(1, 2), dy)
+        return (dm, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
+
+
+class _SharedMixFn(torch.autograd.Function):
+    """`_MixFn` for a stage whose mask rows are all equal: the mixture is computed once and
+    copied to every receiver, and the deltas' gradient is the rank-one w ⊗ Σ_r dy_r. Each
+    receiver still gets its own output, so dm [c r s] = dy @ bufᵀ stays per edge."""
+
+    @staticmethod
+    def forward(ctx, m: Tensor, buf: Tensor, sink: _GradSink, *tokens: Tensor) -> Tensor:
+        ctx.save_for_backward(m)
+        ctx.buf, ctx.sink, ctx.n_tokens = buf, sink, len(tokens)
+        return torch.bmm(m[:, :1], buf).expand(-1, m.shape[1], -1).contiguous()
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        (m,) = ctx.saved_tensors
+        dm = torch.bmm(dy, ctx.buf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        ctx.sink.rank1.append((m.shape[2], m[:, 0], dy.sum(1)))
         return (dm, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
 
 
@@ -179,11 +229,11 @@ class _Deltas:
         self.shared, self.c, self.s0, self.n = shared, c, shared.shape[0], shared.shape[0]
         self.grad = grad
         self.chunks: list[Tensor] = []
-        self.buf = self.grad_buf = None
+        self.buf = self.sink = None
         if n_senders > self.s0:
             self.buf = shared.new_empty(c, n_senders - self.s0, *shared.shape[1:])
             if grad:
-                self.grad_buf = torch.zeros_like(self.buf).flatten(2)
+                self.sink = _GradSink(c, n_senders - self.s0, shared[0].numel(), shared)
         self.tokens: list[Tensor] = []
         # Running sums of deltas at the last two chunk boundaries: {n_senders: [c N d]}.
         self.sums = {} if grad else {self.s0: shared.sum(0).expand(c, *shared.shape[1:])}
@@ -193,7 +243,7 @@ class _Deltas:
         self.buf[:, self.n - self.s0 : self.n - self.s0 + t.shape[1]] = t.detach()
         if self.grad:
             self.chunks.append(t)
-            self.tokens.append(_Store.apply(t, self.grad_buf, self.n - self.s0))
+            self.tokens.append(_Store.apply(t, self.sink, self.n - self.s0))
         else:
             last = self.sums[self.n]
             self.sums = {self.n: last, self.n + t.shape[1]: last + t.sum(1)}
@@ -217,7 +267,9 @@ class _Deltas:
                 tokens.append(tok)
                 n += t.shape[1]
             buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
-            x = x + _MixFn.apply(m[:, :, s0:hi], buf, self.grad_buf[:c, : hi - s0], *tokens)
+            w = m[:, :, s0:hi]
+            fn = _SharedMixFn if r > 1 and bool((w == w[:, :1]).all()) else _MixFn
+            x = x + fn.apply(w, buf, self.sink, *tokens)
         elif hi > s0:
             x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi)[:c].reshape(c, hi - s0, nd))
         return x
@@ -343,7 +395,7 @@ def _run(
             hvar = hvar.any().expand(H)
         if bool(live.all()) and (bool(hvar.all()) or not bool(hvar.any())):  # one group: no scatter
             xs = x5 if bool(hvar.any()) else x5[:1]
-            out = attention(blk, cfg, xs[:, st.q], xs[:, st.k], xs[:, st.v], rot).flatten(2, 3)
+            out = attention(blk, cfg, *_qkv(xs, st), rot).flatten(2, 3)
             if not per_head:
                 out = out.sum(1, keepdim=True)
             if varying is not None:
@@ -357,7 +409,7 @@ def _run(
                 continue
             heads = None if bool(sel.all()) else sel.nonzero().flatten().to(x.device)
             xs = x5 if group_varies else x5[:1]
-            out = attention(blk, cfg, xs[:, st.q], xs[:, st.k], xs[:, st.v], rot, heads).flatten(2, 3)
+            out = attention(blk, cfg, *_qkv(xs, st), rot, heads).flatten(2, 3)
             if not per_head:
                 delta[:] = out.sum(1, keepdim=True) - abl[st.senders]
             elif heads is None:
@@ -368,6 +420,19 @@ def _run(
             varying[st.senders] = hvar if per_head else hvar[:1]
         deltas.append(delta)
     return logits, (deltas.all() if want_deltas else None)
+
+
+def _qkv(x5: Tensor, st: StageLayout) -> tuple[Tensor, Tensor, Tensor]:
+    """The query, key and value inputs [c s b p d] of an attention stage from its receiver
+    inputs x5 [c r b p d]. Split (not sliced) when they tile the rows: under autograd a
+    slice's backward fills a zero tensor of the whole input for each of the three."""
+    q, k, v = st.q, st.k, st.v
+    n = x5.shape[1]
+    if q == k == v and (q.start, q.stop) == (0, n):
+        return x5, x5, x5
+    if q.start == 0 and q.stop == k.start and k.stop == v.start and v.stop == n:
+        return tuple(x5.split([q.stop - q.start, k.stop - k.start, v.stop - v.start], dim=1))  # type: ignore[return-value]
+    return x5[:, q], x5[:, k], x5[:, v]
 
 
 def _varying_rows(masks: Tensor, st: StageLayout, varying: Tensor | None) -> Tensor | None:
