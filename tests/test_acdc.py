@@ -101,3 +101,26 @@ def test_bad_threshold():
     for bad in (float("nan"), -1.0):
         with pytest.raises(UserError, match="threshold"):
             acdc_fast(prob, bad)
+
+
+@pytest.mark.parametrize(("model", "task", "ablation", "tau", "abs_value"), [
+    ("toy-induction-2l", "induction", "corrupted", 0.003, False),
+    ("toy-induction-2l", "induction", "mean", 0.02, True),
+    ("tracr-reverse", "tracr-reverse", "zero", 0.01, False),
+    ("tracr-proportion", "tracr-proportion", "zero", 0.001, True),
+])
+def test_fast_equals_reference_on_shipped_models(model, task, ablation, tau, abs_value):
+    from subcircuit.models import load
+    from subcircuit.tasks import get_task
+
+    lm = load(model)
+    t = get_task(task, lm, n=8, seed=0)
+    prob = make_problem(lm.model, build_graph(lm.cfg, "heads-qkv"), t, get_metric(t.metric), ablation)
+    assert_same(acdc_fast(prob, tau, abs_value), acdc_reference(prob, tau, abs_value))
+
+
+def test_fast_path_is_bit_for_bit_reproducible():
+    """The batch never depends on measured time, so two runs give identical scores."""
+    prob = problem_for("gpt2")
+    a, b = acdc_fast(prob, 0.005), acdc_fast(prob, 0.005)
+    assert torch.equal(a.scores, b.scores) and a.forward_configs == b.forward_configs
