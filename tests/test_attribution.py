@@ -93,25 +93,43 @@ def test_eap_ig_activations_completeness_and_correlation():
     assert corr > 0.5  # a random tiny model is far from linear; the multi-edge path is not one edge's
 
 
+def _anchored(problem, alpha: float, full_deltas):
+    """The slow construction of Hanna et al.'s EAP-IG step: the ablation abl'_s = out_s(α) −
+    (out_s − abl_s) (abl'_input = abl_input), under which the α-input run's receivers read the α
+    run's residual while every delta the masks multiply is the clean run's out_s − abl_s."""
+    from subcircuit.patching import _make_ablation
+
+    graph, abl = problem.graph, problem.ablation
+    n_s, shape = len(graph.senders), abl.outputs.shape
+    with torch.no_grad():
+        d_alpha = problem.patcher.prefix(input_mask(problem, alpha), len(graph.stages) - 1).deltas
+        outs = abl.outputs.reshape(n_s, -1, shape[-1]) + d_alpha - full_deltas
+        outs[0] = abl.outputs.reshape(n_s, -1, shape[-1])[0]
+        return _make_ablation(problem.model, graph, outs.reshape(shape), abl.kind)
+
+
 def test_eap_ig_inputs_reanchored_ablation():
     """Hanna et al.'s EAP-IG score is (out_s − abl_s) · mean_k ∂L/∂x_r(α_k) at interpolated inputs.
     Under the re-anchored ablation (a) the forward pass is exactly the α-input run, so ∂L/∂x_r is
     the same, and (b) every sender delta the masks multiply is the clean run's out_s − abl_s, so
-    ∂L/∂m[r,s] = (out_s − abl_s) · ∂L/∂x_r; (c) at α = 1 it is the plain ablation (EAP)."""
-    from subcircuit.methods.attribution import _anchored
-
+    ∂L/∂m[r,s] = (out_s − abl_s) · ∂L/∂x_r; (c) at α = 1 it is the plain ablation (EAP); (d) the
+    fast path (`grad_deltas`, no extra forward) gives the same mask gradient."""
     prob = problem_for("llama-gqa", metric="kl")
     g = prob.graph
     full_deltas = prob.patcher.prefix(g.full_mask(), len(g.stages) - 1).deltas
+    p = prob.patcher
+    fast = Patcher(p.model, g, p.tokens, p.ablation, p.positions, grad_deltas=full_deltas)
     for alpha in (0.25, 0.7):
         abl = _anchored(prob, alpha, full_deltas)
-        p = prob.patcher
-        ours = Patcher(p.model, g, p.tokens, abl, p.positions).logits(input_mask(prob, alpha))
+        anchored = Patcher(p.model, g, p.tokens, abl, p.positions)
+        ours = anchored.logits(input_mask(prob, alpha))
         ref = p.logits(input_mask(prob, alpha))
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)  # (a)
-        anchored = Patcher(p.model, g, p.tokens, abl, p.positions)
         deltas = anchored.prefix(input_mask(prob, alpha), len(g.stages) - 1).deltas
         torch.testing.assert_close(deltas, full_deltas, atol=1e-5, rtol=1e-5)  # (b)
+        m = input_mask(prob, alpha)[None]
+        torch.testing.assert_close(mask_gradient(prob, m, fast), mask_gradient(prob, m, anchored),
+                                   atol=1e-5, rtol=1e-4)  # (d)
     one = _anchored(prob, 1.0, full_deltas)
     torch.testing.assert_close(one.outputs, prob.ablation.outputs, atol=1e-5, rtol=1e-5)  # (c)
     torch.testing.assert_close(one.base, prob.ablation.base, atol=1e-5, rtol=1e-5)

@@ -169,24 +169,25 @@ class _Store(torch.autograd.Function):
 class _MixFn(torch.autograd.Function):
     """y = m @ deltas for one stage, reading the deltas from the preallocated buffer.
 
-    Inputs: m [c r s], buf [c s N·d] (detached copies of the chunks, not saved by autograd), the
-    `_GradSink`, then the `_Store` tokens of the chunks covering those s senders (so autograd
-    orders the backward passes). Backward: dm = dy @ bufᵀ, and the sink gets mᵀ @ dy in place —
+    Inputs: m [c r s], buf [c s N·d] (detached copies of the chunks, not saved by autograd), gbuf
+    (the deltas the mask gradient multiplies: buf itself, or `grad_deltas`), the `_GradSink`, then
+    the `_Store` tokens of the chunks covering those s senders (so autograd
+    orders the backward passes). Backward: dm = dy @ gbufᵀ, and the sink gets mᵀ @ dy in place —
     no per-step gradient tensors."""
 
     @staticmethod
-    def forward(ctx, m: Tensor, buf: Tensor, sink: _GradSink, *tokens: Tensor) -> Tensor:
+    def forward(ctx, m: Tensor, buf: Tensor, gbuf: Tensor, sink: _GradSink, *tokens: Tensor) -> Tensor:
         ctx.save_for_backward(m)
-        ctx.buf, ctx.sink, ctx.n_tokens = buf, sink, len(tokens)
+        ctx.gbuf, ctx.sink, ctx.n_tokens = gbuf, sink, len(tokens)
         return torch.bmm(m, buf)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         (m,) = ctx.saved_tensors
-        dm = torch.bmm(dy, ctx.buf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        dm = torch.bmm(dy, ctx.gbuf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         c, s = m.shape[0], m.shape[2]
         ctx.sink.dense()[:c, :s].baddbmm_(m.transpose(1, 2), dy)
-        return (dm, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
+        return (dm, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
 
 
 class _SharedMixFn(torch.autograd.Function):
@@ -195,17 +196,17 @@ class _SharedMixFn(torch.autograd.Function):
     receiver still gets its own output, so dm [c r s] = dy @ bufᵀ stays per edge."""
 
     @staticmethod
-    def forward(ctx, m: Tensor, buf: Tensor, sink: _GradSink, *tokens: Tensor) -> Tensor:
+    def forward(ctx, m: Tensor, buf: Tensor, gbuf: Tensor, sink: _GradSink, *tokens: Tensor) -> Tensor:
         ctx.save_for_backward(m)
-        ctx.buf, ctx.sink, ctx.n_tokens = buf, sink, len(tokens)
+        ctx.gbuf, ctx.sink, ctx.n_tokens = gbuf, sink, len(tokens)
         return torch.bmm(m[:, :1], buf).expand(-1, m.shape[1], -1).contiguous()
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         (m,) = ctx.saved_tensors
-        dm = torch.bmm(dy, ctx.buf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        dm = torch.bmm(dy, ctx.gbuf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         ctx.sink.rank1.append((m.shape[2], m[:, 0], dy.sum(1)))
-        return (dm, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
+        return (dm, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
 
 
 class _Deltas:
@@ -225,9 +226,10 @@ class _Deltas:
     receivers already pruned keep few edges, receivers not yet visited keep all of them.
     """
 
-    def __init__(self, shared: Tensor, c: int, n_senders: int, grad: bool) -> None:
+    def __init__(self, shared: Tensor, c: int, n_senders: int, grad: bool, grad_deltas: Tensor | None = None) -> None:
         self.shared, self.c, self.s0, self.n = shared, c, shared.shape[0], shared.shape[0]
         self.grad = grad
+        self.grad_deltas = grad_deltas  # [sender N d] or None
         self.chunks: list[Tensor] = []
         self.buf = self.sink = None
         if n_senders > self.s0:
@@ -267,9 +269,10 @@ class _Deltas:
                 tokens.append(tok)
                 n += t.shape[1]
             buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
+            gbuf = buf if self.grad_deltas is None else self.grad_deltas[s0:hi].reshape(1, hi - s0, nd).expand(c, -1, -1)
             w = m[:, :, s0:hi]
             fn = _SharedMixFn if r > 1 and bool((w == w[:, :1]).all()) else _MixFn
-            x = x + fn.apply(w, buf, self.sink, *tokens)
+            x = x + fn.apply(w, buf, gbuf, self.sink, *tokens)
         elif hi > s0:
             x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi)[:c].reshape(c, hi - s0, nd))
         return x
@@ -328,6 +331,7 @@ def _run(
     want_deltas: bool = False,
     stop_stage: int | None = None,
     skip_dead: bool = True,
+    grad_deltas: Tensor | None = None,
 ):
     cfg = model.cfg
     c = masks.shape[0]
@@ -342,7 +346,7 @@ def _run(
     else:
         shared, first = start.deltas, start.stage_index
     grad = torch.is_grad_enabled()
-    deltas = _Deltas(shared, c, len(graph.senders), grad)
+    deltas = _Deltas(shared, c, len(graph.senders), grad, grad_deltas)
     # Work that need not be done (never under autograd, which needs every value):
     # - a sender no configuration reads (a dead head or MLP) is not computed: its delta only
     #   ever meets mask weight 0, so it is stored as 0;
@@ -464,13 +468,17 @@ def _head_varies(cfg, st: StageLayout, rvar: Tensor) -> Tensor:
 class Patcher:
     """Patched runs of one model on one clean batch with one ablation.
 
-    tokens [b p] clean prompts; positions [b] where logits are wanted (None: everywhere)."""
+    tokens [b p] clean prompts; positions [b] where logits are wanted (None: everywhere).
+    grad_deltas [sender N d] (optional, autograd only): the sender deltas that the mask
+    gradient multiplies instead of this run's own, i.e. ∂L/∂m[r,s] = grad_deltas[s]·∂L/∂x_r for
+    the per-configuration senders (EAP-IG with interpolated inputs uses the clean run's)."""
 
     model: Transformer
     graph: Graph
     tokens: Tensor
     ablation: Ablation
     positions: Tensor | None = None
+    grad_deltas: Tensor | None = None
 
     def logits(self, masks: Tensor, start: Prefix | None = None, skip_dead: bool = True) -> Tensor:
         """masks [c receiver sender] or [receiver sender] -> logits [c b v] at `positions`
@@ -479,7 +487,7 @@ class Patcher:
         computes every component, even those no configuration reads."""
         masks = masks[None] if masks.dim() == 2 else masks
         logits, _ = _run(self.model, self.graph, self.tokens, self.ablation, masks.to(self.model.W_E.dtype),
-                         self.positions, start, skip_dead=skip_dead)
+                         self.positions, start, skip_dead=skip_dead, grad_deltas=self.grad_deltas)
         return logits
 
     def prefix(self, mask: Tensor, stage_index: int) -> Prefix:
