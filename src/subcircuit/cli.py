@@ -358,7 +358,37 @@ def discover(
     if "threshold" in circuit.params:
         c.print(f"threshold τ = {circuit.params['threshold']:.4g}; time {circuit.timings_s['total']:.1f} s")
     c.print(f"wrote {out_dir / 'circuit.json'}")
+    if (out_dir / "report.html").exists():
+        c.print(f"wrote {out_dir / 'circuit.svg'} and {out_dir / 'report.html'}")
 
+
+# >>> show (owner: report) >>>
+
+
+@app.command()
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder holding circuit.json.")],
+    recompute_roles: Annotated[bool, typer.Option("--recompute-roles", help="Measure head roles again (loads "
+                                                                            "the model) even if roles.json exists.")] = False,
+    no_roles: Annotated[bool, typer.Option("--no-roles", help="Draw without head roles.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """(Re)render DIR/circuit.svg and DIR/report.html from DIR/circuit.json (roles from roles.json,
+    or measured on the model when it is available)."""
+    from subcircuit.report import write_report
+
+    with status(f"rendering {run_dir} ..."):
+        files = write_report(run_dir, recompute_roles=recompute_roles, device=device, roles=not no_roles)
+    o = out()
+    if files.roles_note:
+        o.print(files.roles_note, markup=False)
+    if files.roles is not None:
+        o.print(f"{'used' if files.roles_reused else 'wrote'} {files.roles}", markup=False)
+    o.print(f"wrote {files.svg}", markup=False)
+    o.print(f"wrote {files.html}", markup=False)
+
+
+# <<< show <<<
 
 # ------------------------------------------------------------------------------ evaluation
 # >>> evaluation commands (evaluate, compare, sweep; owner: evaluation) >>>

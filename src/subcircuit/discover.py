@@ -193,8 +193,10 @@ def discover(
     out: str | Path | None = None,
     resume: bool = False,
     progress: ProgressFn = _no_progress,
+    report: bool = True,
 ) -> Circuit:
-    """Run a discovery method and return (and with `out`, write) the circuit."""
+    """Run a discovery method and return (and with `out`, write) the circuit; with `out` and
+    `report`, also its head roles, `circuit.svg` and `report.html` (`subcircuit.report`)."""
     options.validate()
     t0 = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load(model, options.device)
@@ -277,6 +279,10 @@ def discover(
     )
     if out_dir is not None:
         circuit.save(out_dir)
+        if report:
+            from subcircuit.report import write_report
+
+            write_report(out_dir, circuit, loaded=loaded, task=task_obj)
     return circuit
 
 

@@ -31,6 +31,7 @@ class ReportFiles:
     html: Path
     roles: Path | None  # roles.json, when roles were computed or found
     roles_note: str | None  # why there are no roles, when there are none
+    roles_reused: bool = False  # roles came from an existing roles.json
 
 
 def circuit_heads(circuit: Circuit) -> list[str]:
@@ -78,10 +79,11 @@ def write_report(folder: str | Path, circuit: Circuit | None = None, loaded: Any
     found: dict[str, HeadRoles] = {}
     note: str | None = None
     written_roles: Path | None = None
+    reused = False
     if roles and circuit_heads(circuit):
         if loaded is None and roles_path.exists() and not recompute_roles:
             found = load_roles(roles_path)
-            written_roles = roles_path
+            written_roles, reused = roles_path, True
         else:
             try:
                 found = compute_roles(circuit, loaded, task, device)
@@ -96,4 +98,4 @@ def write_report(folder: str | Path, circuit: Circuit | None = None, loaded: Any
     svg_path, html_path = folder / SVG_FILE, folder / HTML_FILE
     atomic_write_text(svg_path, render_svg(circuit, found))
     atomic_write_text(html_path, render_html(circuit, found, folder, roles_note=note))
-    return ReportFiles(svg_path, html_path, written_roles, note)
+    return ReportFiles(svg_path, html_path, written_roles, note, reused)

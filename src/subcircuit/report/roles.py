@@ -55,8 +55,9 @@ CUTOFFS: dict[str, float] = {
     "copying": 0.5,
 }
 TIE = 0.02
+MIN_SOURCE_WEIGHT = 1e-3  # copying: sources receiving less mean attention are skipped
 SEQ_HALF = 20  # L of the repeated random tokens
-N_SEQ = 16  # how many repeated random sequences
+N_SEQ = 8  # how many repeated random sequences
 ROLES_FILE = "roles.json"
 ROLES_FORMAT = "subcircuit.roles/1"
 
@@ -88,26 +89,30 @@ def label_of(scores: dict[str, float | None]) -> str | None:
 # ------------------------------------------------------------------------------ forward with patterns
 
 
-def _forward_patterns(model: Any, tokens: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
-    """tokens [b p] -> (patterns per layer [h b q k], residual inputs per layer [b p d], final resid [b p d])."""
-    from subcircuit.models.transformer import attention, attention_pattern, embed, mlp, rotary_tables
+def _forward_patterns(model: Any, tokens: Tensor, n_layers: int | None = None) -> tuple[list[Tensor], list[Tensor]]:
+    """tokens [b p] -> (attention patterns per layer [h b q k], each layer's residual input [b p d]),
+    for the first `n_layers` layers (all by default)."""
+    from subcircuit.models.transformer import _keys_or_values, attention_pattern, embed, mlp, rotary_tables
 
     cfg = model.cfg
+    n_layers = cfg.n_layers if n_layers is None else n_layers
     with torch.no_grad():
         resid = embed(model, tokens)
         rot = rotary_tables(cfg, tokens.shape[1], resid.device, resid.dtype)
         patterns, inputs = [], []
-        for block in model.blocks:
-            x = resid[None, None]
+        for block in list(model.blocks)[:n_layers]:
+            x = resid[None, None]  # [c=1 s=1 b p d]
             inputs.append(resid)
-            patterns.append(attention_pattern(block, cfg, x, x, rot)[0].float())
-            attn_out = attention(block, cfg, x, x, x, rot).sum(1)[0] + block.b_O
+            pattern = attention_pattern(block, cfg, x, x, rot)  # [1 h b q k]
+            patterns.append(pattern[0].float())
+            v = _keys_or_values(block.W_V, block.b_V, block, cfg, x, None)  # [1 h b p e]
+            attn_out = torch.einsum("chbpe,hed->cbpd", pattern.to(v.dtype) @ v, block.W_O)[0] + block.b_O
             if cfg.has_mlp:
                 mlp_in = resid if cfg.parallel_attn_mlp else resid + attn_out
                 resid = resid + attn_out + mlp(block, cfg, mlp_in)
             else:
                 resid = resid + attn_out
-    return patterns, inputs, resid
+    return patterns, inputs
 
 
 def _repeated_tokens(loaded: Any, seed: int = 0) -> tuple[Tensor, int, int] | None:
@@ -150,21 +155,23 @@ def _copying(model: Any, layer: int, head: int, pattern: Tensor, resid_in: Tenso
 
     cfg, block = model.cfg, model.blocks[layer]
     with torch.no_grad():
-        x = normalize(resid_in, block.ln1_w, block.ln1_b, cfg)  # [b p d]
+        weight = (pattern * dest[:, :, None]).sum(1) / dest.sum().clamp(min=1)  # [b k] mean attention received
+        if skip_first:
+            weight[:, 0] = 0
+        src = weight > MIN_SOURCE_WEIGHT  # [b k] sources worth checking (the rest add < 0.1% each)
+        if not src.any():
+            return 0.0
+        x = normalize(resid_in[src], block.ln1_w, block.ln1_b, cfg)  # [n d]
         g = head // cfg.group_size
-        out = (x @ block.W_V[g] + block.b_V[g]) @ block.W_O[head]  # [b p d] value-output per source
+        out = (x @ block.W_V[g] + block.b_V[g]) @ block.W_O[head]  # [n d] value-output per source
         if cfg.final_norm:
             if cfg.norm == "layernorm":
                 out = out - out.mean(-1, keepdim=True)
             out = out * model.lnf_w
-        logits = out.float() @ model.W_U.float()  # [b p v]
-        k = _top_k(logits.shape[-1])
-        top = logits.topk(k, dim=-1).indices  # [b p k]
-        copied = (top == tokens[..., None]).any(-1).float()  # [b p]
-        if skip_first:
-            copied[:, 0] = 0
-        mass = (pattern * copied[:, None, :]).sum(-1)  # [b q]
-        return float(mass[dest].mean()) if dest.any() else 0.0
+        logits = out.float() @ model.W_U.float()  # [n v]
+        top = logits.topk(_top_k(logits.shape[-1]), dim=-1).indices  # [n k]
+        copied = (top == tokens[src][:, None]).any(-1).float()  # [n]
+        return float((weight[src] * copied).sum())
 
 
 def head_roles(loaded: Any, heads: list[str], task: Any = None, seed: int = 0) -> dict[str, HeadRoles]:
@@ -175,10 +182,11 @@ def head_roles(loaded: Any, heads: list[str], task: Any = None, seed: int = 0) -
     scores: dict[str, dict[str, float | None]] = {h: dict.fromkeys(ROLES) for h in parsed}
     if not parsed:
         return {}
+    n_layers = 1 + max(layer for layer, _ in parsed.values())
     rep = _repeated_tokens(loaded, seed)
     if rep is not None:
         tokens, half, off = rep
-        patterns, inputs, _ = _forward_patterns(model, tokens)
+        patterns, inputs = _forward_patterns(model, tokens, n_layers)
         n = tokens.shape[1]
         i = torch.arange(off + 1, n)
         second = torch.arange(off + half, off + 2 * half - 1)  # r_j of the second copy, j < L
@@ -193,7 +201,7 @@ def head_roles(loaded: Any, heads: list[str], task: Any = None, seed: int = 0) -
                 scores[h]["copying"] = _copying(model, layer, idx, a, inputs[layer], tokens, dest, off > 0)
     if task is not None:
         t = task.to(model.device)
-        patterns, inputs, _ = _forward_patterns(model, t.clean)
+        patterns, inputs = _forward_patterns(model, t.clean, n_layers)
         b, p = t.clean.shape
         pos = torch.arange(p, device=t.clean.device)
         dest = pos[None, :] <= t.positions[:, None]  # [b p] real (unpadded) positions

@@ -49,7 +49,8 @@ ROLE_SHORT = {"previous-token": "prev-token", "induction": "induction", "duplica
               "answer-attention": "answer-attn", "copying": "copying"}
 
 NODE_W, NODE_H = 96, 36
-GAP_X, ROW_H = 22, 96
+GAP_X, ROW_H = 22, 90
+LABEL_W = 40  # the layer labels on the left
 MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 30, 78, 30
 FONT = "Helvetica, Arial, sans-serif"
 
@@ -85,6 +86,7 @@ class Layout:
     height: float
     n_circuit: int  # edges in the circuit
     n_hidden: int  # circuit edges not drawn
+    row_y: dict[float, float]  # layer (-1 input, inf logits) -> y of its attention row
 
 
 def receiver_kind(receiver: str) -> tuple[str, str]:
@@ -145,21 +147,33 @@ def layout(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edges: i
         comp, kind = receiver_kind(receiver)
         parsed.append((e, sender, comp, kind))
         comps.update((sender, comp))
-    rows: dict[tuple[float, int], list[str]] = {}
+    rows: dict[float, list[str]] = {}  # layer -> attention components (input, logits: their own rows)
+    layers: set[float] = set()
+    mlps = sorted((c for c in comps if node_kind(c) == "mlp"), key=_row_key)
     for c in comps:
-        rows.setdefault(_row_key(c), []).append(c)
-    keys = sorted(rows)
+        layer = _row_key(c)[0]
+        layers.add(layer)
+        if node_kind(c) != "mlp":
+            rows.setdefault(layer, []).append(c)
+    keys = sorted(layers)
     widest = max((len(v) for v in rows.values()), default=1)
-    width = max(2 * MARGIN_X + widest * NODE_W + (widest - 1) * GAP_X, 420)
-    height = MARGIN_TOP + MARGIN_BOTTOM + max(len(keys) - 1, 0) * ROW_H + NODE_H
+    attn_w = widest * NODE_W + (widest - 1) * GAP_X
+    mlp_col = NODE_W + 2 * GAP_X if mlps else 0
+    width = max(2 * MARGIN_X + LABEL_W + attn_w + mlp_col, 420)
+    height = MARGIN_TOP + MARGIN_BOTTOM + max(len(keys) - 1, 0) * ROW_H + NODE_H + (ROW_H // 2 if mlps else 0)
     pos: dict[str, tuple[float, float]] = {}
+    row_y: dict[float, float] = {}
+    centre = MARGIN_X + LABEL_W + attn_w / 2
     for i, key in enumerate(keys):
-        names = sorted(rows[key], key=_col_key)
         y = height - MARGIN_BOTTOM - NODE_H / 2 - i * ROW_H
+        row_y[key] = y
+        names = sorted(rows.get(key, []), key=_col_key)
         row_w = len(names) * NODE_W + (len(names) - 1) * GAP_X
-        x0 = (width - row_w) / 2 + NODE_W / 2
+        x0 = centre - row_w / 2 + NODE_W / 2
         for j, nm in enumerate(names):
             pos[nm] = (x0 + j * (NODE_W + GAP_X), y)
+    for m in mlps:  # a column on the right, half a row above the layer's attention
+        pos[m] = (width - MARGIN_X - NODE_W / 2, row_y[_row_key(m)[0]] - ROW_H / 2)
     roles = roles or {}
     nodes = [DrawnNode(nm, node_kind(nm), *pos[nm], label=roles[nm].label if nm in roles else None)
              for nm in sorted(pos, key=lambda n: (_row_key(n), _col_key(n)))]
@@ -175,7 +189,7 @@ def layout(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edges: i
         path = f"M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 - dy:.1f} {x2:.1f},{y2 + dy:.1f} {x2:.1f},{y2:.1f}"
         w = 0.8 + 5.2 * math.sqrt(min(abs(e["score"]) / top, 1.0))
         edges.append(DrawnEdge(e["edge"], sender, comp, kind, float(e["score"]), rank, path, round(w, 2)))
-    return Layout(nodes, edges, width, height, len(ranked), len(ranked) - len(shown))
+    return Layout(nodes, edges, width, height, len(ranked), len(ranked) - len(shown), row_y)
 
 
 def fmt_score(x: float) -> str:
@@ -225,6 +239,9 @@ def render_svg(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edge
         out.append(f'<line x1="{lx}" y1="56" x2="{lx + 18}" y2="56" stroke="{KIND_COLOURS[k]}" stroke-width="3"/>')
         out.append(f'<text x="{lx + 22}" y="60" font-size="11" fill="#333">{KIND_NAMES[k]}</text>')
         lx += 30 + 6.5 * len(KIND_NAMES[k])
+    for layer, y in lay.row_y.items():
+        if 0 <= layer < math.inf:
+            out.append(f'<text x="{MARGIN_X}" y="{y + 4:.1f}" font-size="11" fill="#888">L{int(layer)}</text>')
     out.append('<g class="edges" fill="none">')
     for e in reversed(lay.edges):  # the strongest edges on top
         dash = ' stroke-dasharray="5,3"' if e.score < 0 else ""
