@@ -234,6 +234,7 @@ def demo(
     prompts: Annotated[int, typer.Option("--prompts", "-n", help="How many IOI prompts to run (1..10).")] = 4,
     device: DeviceOpt = "cpu",
     runs_dir: Annotated[Path, typer.Option("--runs", help="Where the demo writes its runs.")] = Path("runs"),
+    ioi: Annotated[bool, typer.Option("--ioi/--no-ioi", help="Also find SmolLM2's IOI circuit (EAP-IG, ACDC).")] = True,
 ) -> None:
     """Load the bundled SmolLM2-135M and show Indirect Object Identification at work (offline)."""
     from subcircuit import demo as demo_lib
@@ -244,6 +245,11 @@ def demo(
     with status("running ACDC on the models with known circuits ..."):
         runs = demo_lib.run_discovery_demo(out=str(runs_dir), device=device)
     print_discovery(runs)
+    if ioi:
+        with status(f"IOI circuit of {demo_lib.DEMO_MODEL}: EAP-IG, then ACDC on its top candidates ..."):
+            ioi_runs = demo_lib.run_ioi_demo(out=str(runs_dir), device=device)
+        runs = runs + ioi_runs
+    print_demo_summary(runs, demo_lib.write_index(str(runs_dir), runs))
 
 
 def print_discovery(runs: list[Any]) -> None:
@@ -264,6 +270,28 @@ def print_discovery(runs: list[Any]) -> None:
     c.print(table)
     for r in runs:
         c.print(f"[bold]{r.label}[/]: " + ", ".join(r.circuit.in_circuit))
+
+
+def print_demo_summary(runs: list[Any], index: Path) -> None:
+    """The demo's summary: every run with its size, faithfulness, labelled heads and report."""
+    from subcircuit.demo import head_labels
+
+    c = out()
+    c.print()
+    c.print("[bold]Summary[/] (open each report.html in a browser; it works offline)")
+    table = Table()
+    for col in ("run", "method", "edges kept", "faithfulness", "labelled heads", "time", "report"):
+        table.add_column(col)
+    for r in runs:
+        res = r.circuit.results
+        faith = res.get("faithfulness")
+        labels = [f"{h} {lab}" for h, lab in head_labels(r.folder).items()]
+        shown = ", ".join(labels[:4]) + (f" (+{len(labels) - 4})" if len(labels) > 4 else "")
+        table.add_row(r.label, r.circuit.method, f"{res['n_edges_in_circuit']} / {res['n_edges_total']}",
+                      "n/a" if faith is None else f"{faith:.3f}", escape(shown or "—"), f"{r.seconds:.1f} s",
+                      str(r.folder / "report.html"))
+    c.print(table)
+    c.print(f"all reports: {index}")
 
 
 def print_demo(r: Any) -> None:
