@@ -47,6 +47,8 @@ def test_toy_model_heads_get_their_known_roles(toy_run):
     assert roles["a1.h0"].label.split(" + ")[0] == "induction"
     assert roles["a0.h0"].scores["previous-token"] > 0.9
     assert roles["a1.h0"].scores["induction"] > 0.9
+    assert roles["a1.h0"].scores["copying"] > 0.5  # an induction head copies the token it attends to
+    assert roles["a0.h0"].scores["copying"] < 0.1
     svg = (toy_run / "circuit.svg").read_text()
     assert "prev-token" in svg and "induction" in svg
 

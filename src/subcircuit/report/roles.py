@@ -15,7 +15,7 @@ input, and lies in [0, 1]:
     from that position (its value-output `LN1(x) W_V W_O` passed through the final norm and the
     unembedding; k = 5, or vocab/50 for vocabularies under 250 tokens, at least 1). The score is
     the attention mass, averaged over the destination positions, on non-BOS sources that the head
-    copies — so a head that rests on BOS scores low, and a head that attends to tokens and raises
+    copies (sources that get less than 1% attention from every destination are not checked) — so a head that rests on BOS scores low, and a head that attends to tokens and raises
     their logits (a name mover, an induction head) scores high. This is Wang et al.'s copy score,
     weighted by where the head actually looks.
   - `answer-attention`: attention from the metric position (the last prompt token) to the
@@ -55,7 +55,7 @@ CUTOFFS: dict[str, float] = {
     "copying": 0.5,
 }
 TIE = 0.02
-MIN_SOURCE_WEIGHT = 1e-3  # copying: sources receiving less mean attention are skipped
+MIN_SOURCE_WEIGHT = 0.01  # copying: sources no destination gives this much attention are skipped
 SEQ_HALF = 20  # L of the repeated random tokens
 N_SEQ = 8  # how many repeated random sequences
 ROLES_FILE = "roles.json"
@@ -158,7 +158,8 @@ def _copying(model: Any, layer: int, head: int, pattern: Tensor, resid_in: Tenso
         weight = (pattern * dest[:, :, None]).sum(1) / dest.sum().clamp(min=1)  # [b k] mean attention received
         if skip_first:
             weight[:, 0] = 0
-        src = weight > MIN_SOURCE_WEIGHT  # [b k] sources worth checking (the rest add < 0.1% each)
+        peak = (pattern * dest[:, :, None]).amax(1)  # [b k] the most attention a source gets
+        src = (peak >= MIN_SOURCE_WEIGHT) & (weight > 0)  # [b k] sources worth checking
         if not src.any():
             return 0.0
         x = normalize(resid_in[src], block.ln1_w, block.ln1_b, cfg)  # [n d]
