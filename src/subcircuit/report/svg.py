@@ -49,7 +49,8 @@ ROLE_SHORT = {"previous-token": "prev-token", "induction": "induction", "duplica
               "answer-attention": "answer-attn", "copying": "copying"}
 
 NODE_W, NODE_H = 96, 36
-GAP_X, ROW_H = 22, 90
+GAP_X, ROW_H = 22, 84
+MLP_STEP = 42  # an MLP sits this far above its layer's attention row (or the MLP below)
 LABEL_W = 40  # the layer labels on the left
 MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 30, 78, 30
 FONT = "Helvetica, Arial, sans-serif"
@@ -160,20 +161,38 @@ def layout(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edges: i
     attn_w = widest * NODE_W + (widest - 1) * GAP_X
     mlp_col = NODE_W + 2 * GAP_X if mlps else 0
     width = max(2 * MARGIN_X + LABEL_W + attn_w + mlp_col, 420)
-    height = MARGIN_TOP + MARGIN_BOTTOM + max(len(keys) - 1, 0) * ROW_H + NODE_H + (ROW_H // 2 if mlps else 0)
+    # vertical positions, bottom-up in "up" coordinates (0 = input): an attention row sits ROW_H
+    # above the previous one; an MLP sits MLP_STEP above its layer's attention (or the previous MLP),
+    # so a layer with only an MLP costs less than a full row
+    mlp_layers = {_row_key(m)[0] for m in mlps}
+    up: dict[float, float] = {}
+    mlp_up: dict[float, float] = {}
+    last_attn, last_mlp = 0.0, -math.inf
+    for key in keys:
+        if key == -1:
+            up[key] = 0.0
+            continue
+        if key == math.inf or rows.get(key):
+            last_attn = up[key] = max(last_attn + ROW_H, last_mlp + MLP_STEP + 6)
+        if key in mlp_layers:
+            last_mlp = mlp_up[key] = max(last_attn + MLP_STEP, last_mlp + MLP_STEP)
+            up.setdefault(key, last_mlp - MLP_STEP)  # the row label of an MLP-only layer
+    top_up = max([*up.values(), *mlp_up.values(), 0.0])
+    height = MARGIN_TOP + MARGIN_BOTTOM + NODE_H + top_up
     pos: dict[str, tuple[float, float]] = {}
     row_y: dict[float, float] = {}
     centre = MARGIN_X + LABEL_W + attn_w / 2
-    for i, key in enumerate(keys):
-        y = height - MARGIN_BOTTOM - NODE_H / 2 - i * ROW_H
+    base = height - MARGIN_BOTTOM - NODE_H / 2
+    for key in keys:
+        y = base - up[key]
         row_y[key] = y
         names = sorted(rows.get(key, []), key=_col_key)
         row_w = len(names) * NODE_W + (len(names) - 1) * GAP_X
         x0 = centre - row_w / 2 + NODE_W / 2
         for j, nm in enumerate(names):
             pos[nm] = (x0 + j * (NODE_W + GAP_X), y)
-    for m in mlps:  # a column on the right, half a row above the layer's attention
-        pos[m] = (width - MARGIN_X - NODE_W / 2, row_y[_row_key(m)[0]] - ROW_H / 2)
+    for m in mlps:  # a column on the right, above the layer's attention
+        pos[m] = (width - MARGIN_X - NODE_W / 2, base - mlp_up[_row_key(m)[0]])
     roles = roles or {}
     nodes = [DrawnNode(nm, node_kind(nm), *pos[nm], label=roles[nm].label if nm in roles else None)
              for nm in sorted(pos, key=lambda n: (_row_key(n), _col_key(n)))]
