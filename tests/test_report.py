@@ -216,3 +216,18 @@ def test_show_rejects_a_damaged_roles_file(toy_run, capsys):
 
 def test_head_roles_dataclass_label():
     assert HeadRoles("a0.h0", {"previous-token": 0.5}).label == "previous-token"
+
+
+def test_candidates_from_given_scores_match_recomputed_ones(tmp_path):
+    """The demo reuses its EAP-IG run's scores for ACDC's candidates: same circuit as recomputing."""
+    from subcircuit.circuit import scores_tensor
+    from subcircuit.graph import build_graph
+    from subcircuit.models import load
+
+    loaded = load("toy-induction-2l")
+    eap = discover(loaded, "induction", DiscoverOptions(method="eap-ig", edges=5, n_examples=8), report=False)
+    scores = scores_tensor(eap, build_graph(loaded.cfg, eap.granularity))
+    opts = DiscoverOptions(method="acdc", candidates=10, n_examples=8)
+    a = discover(loaded, "induction", opts, report=False)
+    b = discover(loaded, "induction", opts, report=False, candidate_scores=scores)
+    assert a.in_circuit == b.in_circuit and a.results == b.results

@@ -234,14 +234,22 @@ def run_ioi_demo(out: str = "runs", device: str = "cpu", loaded: Any = None) -> 
     from subcircuit.discover import DiscoverOptions, discover
     from subcircuit.models import load
 
+    from subcircuit.circuit import scores_tensor
+    from subcircuit.graph import build_graph
+
     loaded = loaded if loaded is not None else load(DEMO_MODEL, device)
     runs = []
+    eap_scores = None
     for label, opts in IOI_RUNS:
         folder = Path(out) / label
         for f in ("circuit.json", "acdc-trace.json"):
             (folder / f).unlink(missing_ok=True)
         t0 = time.perf_counter()
-        circuit = discover(loaded, "ioi", DiscoverOptions(device=device, **opts), out=folder)
+        # ACDC's candidates are the top edges of the EAP-IG run just made (same prompts and steps)
+        circuit = discover(loaded, "ioi", DiscoverOptions(device=device, **opts), out=folder,
+                           candidate_scores=eap_scores if "candidates" in opts else None)
+        if opts["method"] == "eap-ig":
+            eap_scores = scores_tensor(circuit, build_graph(loaded.cfg, circuit.granularity))
         runs.append(DiscoveryRun(label, folder, circuit, None, time.perf_counter() - t0))
     return runs
 
