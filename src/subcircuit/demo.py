@@ -231,11 +231,10 @@ def run_ioi_demo(out: str = "runs", device: str = "cpu", loaded: Any = None) -> 
     """EAP-IG and ACDC-on-candidates on SmolLM2 IOI; each run is written to `out/<label>/`."""
     from pathlib import Path
 
-    from subcircuit.discover import DiscoverOptions, discover
-    from subcircuit.models import load
-
     from subcircuit.circuit import scores_tensor
+    from subcircuit.discover import DiscoverOptions, discover
     from subcircuit.graph import build_graph
+    from subcircuit.models import load
 
     loaded = loaded if loaded is not None else load(DEMO_MODEL, device)
     runs = []
