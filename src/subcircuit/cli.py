@@ -273,25 +273,29 @@ def print_discovery(runs: list[Any]) -> None:
 
 
 def print_demo_summary(runs: list[Any], index: Path) -> None:
-    """The demo's summary: every run with its size, faithfulness, labelled heads and report."""
+    """The demo's summary: every run with its size, faithfulness and labelled heads; then where
+    each report is."""
     from subcircuit.demo import head_labels
+    from subcircuit.report.svg import short_label
 
     c = out()
     c.print()
-    c.print("[bold]Summary[/] (open each report.html in a browser; it works offline)")
+    c.print("[bold]Summary[/] (each run folder holds circuit.json, circuit.svg, report.html, roles.json)")
     table = Table()
-    for col in ("run", "method", "edges kept", "faithfulness", "labelled heads", "time", "report"):
+    for col in ("run", "edges kept", "faithfulness", "labelled heads (roles measured on the model)", "time"):
         table.add_column(col)
     for r in runs:
         res = r.circuit.results
         faith = res.get("faithfulness")
-        labels = [f"{h} {lab}" for h, lab in head_labels(r.folder).items()]
-        shown = ", ".join(labels[:4]) + (f" (+{len(labels) - 4})" if len(labels) > 4 else "")
-        table.add_row(r.label, r.circuit.method, f"{res['n_edges_in_circuit']} / {res['n_edges_total']}",
-                      "n/a" if faith is None else f"{faith:.3f}", escape(shown or "—"), f"{r.seconds:.1f} s",
-                      str(r.folder / "report.html"))
+        labels = [f"{h} {short_label(lab)}" for h, lab in head_labels(r.folder).items()]
+        shown = ", ".join(labels[:5]) + (f" (+{len(labels) - 5})" if len(labels) > 5 else "")
+        table.add_row(r.label, f"{res['n_edges_in_circuit']} / {res['n_edges_total']}",
+                      "n/a" if faith is None else f"{faith:.3f}", escape(shown or "—"), f"{r.seconds:.1f} s")
     c.print(table)
-    c.print(f"all reports: {index}")
+    c.print("Reports (open in a browser; they work offline):")
+    for r in runs:
+        c.print(f"  {r.folder / 'report.html'}", markup=False)
+    c.print(f"All runs: {index}", markup=False)
 
 
 def print_demo(r: Any) -> None:

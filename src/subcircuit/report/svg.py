@@ -176,7 +176,7 @@ def layout(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edges: i
             last_attn = up[key] = max(last_attn + ROW_H, last_mlp + MLP_STEP + 6)
         if key in mlp_layers:
             last_mlp = mlp_up[key] = max(last_attn + MLP_STEP, last_mlp + MLP_STEP)
-            up.setdefault(key, last_mlp - MLP_STEP)  # the row label of an MLP-only layer
+            up.setdefault(key, last_mlp)  # an MLP-only layer's label goes beside its MLP
     top_up = max([*up.values(), *mlp_up.values(), 0.0])
     height = MARGIN_TOP + MARGIN_BOTTOM + NODE_H + top_up
     pos: dict[str, tuple[float, float]] = {}
@@ -215,7 +215,7 @@ def fmt_score(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _label_text(label: str | None) -> str:
+def short_label(label: str | None) -> str:
     if not label:
         return ""
     parts = [p.strip() for p in label.split("+")]
@@ -279,7 +279,7 @@ def render_svg(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edge
         out.append(f"<g{data}><title>{escape(tip)}</title>")
         out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{NODE_W}" height="{NODE_H}" rx="{rx}"'
                    f' fill="{_node_fill(n)}" stroke="#444" stroke-width="1"/>')
-        sub = _label_text(n.label)
+        sub = short_label(n.label)
         ty = n.y + (-2 if sub else 4)
         out.append(f'<text x="{n.x:.1f}" y="{ty:.1f}" font-size="12" font-weight="bold" text-anchor="middle"'
                    f' fill="#111">{escape(n.name)}</text>')
