@@ -231,3 +231,29 @@ def test_candidates_from_given_scores_match_recomputed_ones(tmp_path):
     a = discover(loaded, "induction", opts, report=False)
     b = discover(loaded, "induction", opts, report=False, candidate_scores=scores)
     assert a.in_circuit == b.in_circuit and a.results == b.results
+
+
+def test_layouts_at_coarser_granularities_and_with_kv_groups():
+    layers = fake_circuit([("input->a0", 1.0), ("a0->m0", 0.5), ("m0->a1", 0.4), ("a1->logits", 2.0)])
+    root = ET.fromstring(render_svg(layers))
+    assert {"a0", "a1", "m0", "input", "logits"} <= {t.text for t in root.iter(f"{SVG_NS}text")}
+    gqa = fake_circuit([("a0.h1->a1.g0<k>", 1.0), ("a0.h1->a1.h2<q>", 0.5), ("a1.h2->logits", 0.3)])
+    names = {n.name for n in layout(gqa).nodes}
+    assert names == {"a0.h1", "a1.g0", "a1.h2", "logits"}
+    assert circuit_heads(gqa) == ["a0.h1", "a1.h2"]
+
+
+def test_demo_summary_and_index(toy_run, capsys):
+    from pathlib import Path
+
+    from subcircuit.cli import print_demo_summary
+    from subcircuit.demo import DiscoveryRun, head_labels, write_index
+
+    runs = [DiscoveryRun("toy", toy_run, load_circuit(toy_run), None, 1.5)]
+    assert head_labels(toy_run)["a0.h0"] == "previous-token"
+    index = write_index(str(toy_run.parent), runs)
+    html = Path(index).read_text()
+    assert "run/report.html" in html and "a0.h0: previous-token" in html
+    print_demo_summary(runs, index)
+    out = capsys.readouterr().out
+    assert "a0.h0 prev-token" in out and str(toy_run / "report.html") in out
