@@ -28,7 +28,9 @@ def _asset(name: str) -> str:
 
 
 def _value(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
         return escape(str(v))
     if isinstance(v, float):
         return escape(fmt_score(v))
