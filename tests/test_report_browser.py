@@ -40,7 +40,7 @@ def visible_edges(page) -> int:
                          ".filter(e => getComputedStyle(e).display !== 'none').length")
 
 
-def test_report_renders_and_responds_in_chromium(browser, tmp_path):
+def test_report_renders_and_responds_in_chromium(browser, tmp_path, capsys):
     folder = tmp_path / "toy"
     circuit = discover("toy-induction-2l", "induction", DiscoverOptions(), out=folder)
     n = len(circuit.in_circuit)
@@ -87,7 +87,8 @@ def test_report_renders_and_responds_in_chromium(browser, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "report-toy-induction-2l.png"
     page.screenshot(path=str(shot), full_page=True)
-    print(f"\nscreenshot of report.html: {shot}")
+    with capsys.disabled():  # shown even without -s
+        print(f"\nscreenshot of report.html in Chromium: {shot}")
     assert shot.stat().st_size > 10_000
     assert not errors, errors
     assert all(u.startswith(("file:", "data:", "about:")) for u in requests), requests
