@@ -234,6 +234,7 @@ def demo(
     prompts: Annotated[int, typer.Option("--prompts", "-n", help="How many IOI prompts to run (1..10).")] = 4,
     device: DeviceOpt = "cpu",
     runs_dir: Annotated[Path, typer.Option("--runs", help="Where the demo writes its runs.")] = Path("runs"),
+    ioi: Annotated[bool, typer.Option("--ioi/--no-ioi", help="Also find SmolLM2's IOI circuit (EAP-IG, ACDC).")] = True,
 ) -> None:
     """Load the bundled SmolLM2-135M and show Indirect Object Identification at work (offline)."""
     from subcircuit import demo as demo_lib
@@ -244,6 +245,11 @@ def demo(
     with status("running ACDC on the models with known circuits ..."):
         runs = demo_lib.run_discovery_demo(out=str(runs_dir), device=device)
     print_discovery(runs)
+    if ioi:
+        with status(f"IOI circuit of {demo_lib.DEMO_MODEL}: EAP-IG, then ACDC on its top candidates ..."):
+            ioi_runs = demo_lib.run_ioi_demo(out=str(runs_dir), device=device)
+        runs = runs + ioi_runs
+    print_demo_summary(runs, demo_lib.write_index(str(runs_dir), runs))
 
 
 def print_discovery(runs: list[Any]) -> None:
@@ -264,6 +270,32 @@ def print_discovery(runs: list[Any]) -> None:
     c.print(table)
     for r in runs:
         c.print(f"[bold]{r.label}[/]: " + ", ".join(r.circuit.in_circuit))
+
+
+def print_demo_summary(runs: list[Any], index: Path) -> None:
+    """The demo's summary: every run with its size, faithfulness and labelled heads; then where
+    each report is."""
+    from subcircuit.demo import head_labels
+    from subcircuit.report.svg import short_label
+
+    c = out()
+    c.print()
+    c.print("[bold]Summary[/] (each run folder holds circuit.json, circuit.svg, report.html, roles.json)")
+    table = Table()
+    for col in ("run", "edges kept", "faithfulness", "labelled heads (roles measured on the model)", "time"):
+        table.add_column(col)
+    for r in runs:
+        res = r.circuit.results
+        faith = res.get("faithfulness")
+        labels = [f"{h} {short_label(lab)}" for h, lab in head_labels(r.folder).items()]
+        shown = ", ".join(labels[:5]) + (f" (+{len(labels) - 5})" if len(labels) > 5 else "")
+        table.add_row(r.label, f"{res['n_edges_in_circuit']} / {res['n_edges_total']}",
+                      "n/a" if faith is None else f"{faith:.3f}", escape(shown or "—"), f"{r.seconds:.1f} s")
+    c.print(table)
+    c.print("Reports (open in a browser; they work offline):")
+    for r in runs:
+        c.print(f"  {r.folder / 'report.html'}", markup=False)
+    c.print(f"All runs: {index}", markup=False)
 
 
 def print_demo(r: Any) -> None:
@@ -358,7 +390,37 @@ def discover(
     if "threshold" in circuit.params:
         c.print(f"threshold τ = {circuit.params['threshold']:.4g}; time {circuit.timings_s['total']:.1f} s")
     c.print(f"wrote {out_dir / 'circuit.json'}")
+    if (out_dir / "report.html").exists():
+        c.print(f"wrote {out_dir / 'circuit.svg'} and {out_dir / 'report.html'}")
 
+
+# >>> show (owner: report) >>>
+
+
+@app.command()
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder holding circuit.json.")],
+    recompute_roles: Annotated[bool, typer.Option("--recompute-roles", help="Measure head roles again (loads "
+                                                                            "the model) even if roles.json exists.")] = False,
+    no_roles: Annotated[bool, typer.Option("--no-roles", help="Draw without head roles.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """(Re)render DIR/circuit.svg and DIR/report.html from DIR/circuit.json (roles from roles.json,
+    or measured on the model when it is available)."""
+    from subcircuit.report import write_report
+
+    with status(f"rendering {run_dir} ..."):
+        files = write_report(run_dir, recompute_roles=recompute_roles, device=device, roles=not no_roles)
+    o = out()
+    if files.roles_note:
+        o.print(files.roles_note, markup=False)
+    if files.roles is not None:
+        o.print(f"{'used' if files.roles_reused else 'wrote'} {files.roles}", markup=False)
+    o.print(f"wrote {files.svg}", markup=False)
+    o.print(f"wrote {files.html}", markup=False)
+
+
+# <<< show <<<
 
 # ------------------------------------------------------------------------------ evaluation
 # >>> evaluation commands (evaluate, compare, sweep; owner: evaluation) >>>

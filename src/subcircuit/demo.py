@@ -1,7 +1,14 @@
-"""The demo behind `subcircuit demo` / `make demo`: real work on the bundled SmolLM2-135M.
+"""The demo behind `subcircuit demo` / `make demo`: real work on the bundled models, offline.
 
-Until circuit discovery lands, the demo shows the behaviour the first circuit will explain:
-Indirect Object Identification (IOI; Wang et al. 2022). In "When Mary and John went to the
+1. SmolLM2-135M does Indirect Object Identification (IOI; Wang et al. 2022), shown on prompts.
+2. ACDC on the models with known circuits (toy-induction-2l, tracr-reverse, tracr-proportion).
+3. The IOI circuit of SmolLM2: EAP-IG (top `IOI_EAP_EDGES` edges), then exact ACDC on the top
+   `IOI_CANDIDATES` EAP-IG edges (`--candidates`), on `IOI_N_PROMPTS` prompts.
+
+Every run is a folder under `runs/` with circuit.json, circuit.svg, report.html and roles.json;
+`runs/index.html` links the reports.
+
+IOI: In "When Mary and John went to the
 store, John gave a drink to", the indirect object (IO) is Mary and the repeated subject (S) is
 John; a model that does IOI puts more weight on " Mary" than on " John". We measure that as the
 **logit difference IO − S** at the last position (positive = the model does the task).
@@ -203,3 +210,87 @@ def run_discovery_demo(out: str = "runs", device: str = "cpu") -> list[Discovery
         reference = json.loads(ref_file.read_text())["edges"] if ref_file.exists() else None
         runs.append(DiscoveryRun(label, folder, circuit, reference, time.perf_counter() - t0))
     return runs
+
+
+# ------------------------------------------------------------------------------ IOI circuit of SmolLM2
+
+IOI_N_PROMPTS = 8
+IOI_EAP_EDGES = 100  # EAP-IG circuit size (top edges by score)
+IOI_CANDIDATES = 150  # ACDC tries only the top K EAP-IG edges
+IOI_TAU = 0.01
+
+#: (run folder, options) of the demo's IOI runs on SmolLM2
+IOI_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("smollm2-ioi-eap-ig", {"method": "eap-ig", "edges": IOI_EAP_EDGES, "n_examples": IOI_N_PROMPTS, "ig_steps": 5}),
+    ("smollm2-ioi-acdc", {"method": "acdc", "candidates": IOI_CANDIDATES, "threshold": IOI_TAU,
+                          "n_examples": IOI_N_PROMPTS, "ig_steps": 5}),
+)
+
+
+def run_ioi_demo(out: str = "runs", device: str = "cpu", loaded: Any = None) -> list[DiscoveryRun]:
+    """EAP-IG and ACDC-on-candidates on SmolLM2 IOI; each run is written to `out/<label>/`."""
+    from pathlib import Path
+
+    from subcircuit.circuit import scores_tensor
+    from subcircuit.discover import DiscoverOptions, discover
+    from subcircuit.graph import build_graph
+    from subcircuit.models import load
+
+    loaded = loaded if loaded is not None else load(DEMO_MODEL, device)
+    runs = []
+    eap_scores = None
+    for label, opts in IOI_RUNS:
+        folder = Path(out) / label
+        for f in ("circuit.json", "acdc-trace.json"):
+            (folder / f).unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        # ACDC's candidates are the top edges of the EAP-IG run just made (same prompts and steps)
+        circuit = discover(loaded, "ioi", DiscoverOptions(device=device, **opts), out=folder,
+                           candidate_scores=eap_scores if "candidates" in opts else None)
+        if opts["method"] == "eap-ig":
+            eap_scores = scores_tensor(circuit, build_graph(loaded.cfg, circuit.granularity))
+        runs.append(DiscoveryRun(label, folder, circuit, None, time.perf_counter() - t0))
+    return runs
+
+
+def head_labels(folder: Any) -> dict[str, str]:
+    """{head: label} of the labelled heads of a run folder (from its roles.json; {} without)."""
+    from pathlib import Path
+
+    from subcircuit.report.roles import ROLES_FILE, load_roles
+
+    path = Path(folder) / ROLES_FILE
+    if not path.exists():
+        return {}
+    return {h: r.label for h, r in load_roles(path).items() if r.label}
+
+
+def write_index(out: str, runs: list[DiscoveryRun]) -> Any:
+    """`out/index.html`: one self-contained page linking every run's report, with the summary."""
+    from html import escape
+    from pathlib import Path
+
+    from subcircuit.circuit import atomic_write_text
+
+    rows = []
+    for r in runs:
+        res = r.circuit.results
+        faith = res.get("faithfulness")
+        labels = head_labels(r.folder)
+        rel = Path(r.folder).name
+        rows.append(
+            f"<tr><td><a href='{escape(rel)}/report.html'>{escape(r.label)}</a></td>"
+            f"<td>{escape(r.circuit.model)}</td><td>{escape(r.circuit.method)}</td>"
+            f"<td>{res.get('n_edges_in_circuit')} / {res.get('n_edges_total')}</td>"
+            f"<td>{'n/a' if faith is None else f'{faith:.3f}'}</td>"
+            f"<td>{escape(', '.join(f'{h}: {lab}' for h, lab in labels.items()) or '—')}</td>"
+            f"<td>{r.seconds:.1f} s</td><td><a href='{escape(rel)}/circuit.svg'>svg</a></td></tr>")
+    html = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>subcircuit demo runs</title>"
+            "<style>body{font-family:Helvetica,Arial,sans-serif;margin:24px}td,th{padding:4px 12px 4px 0;"
+            "text-align:left;vertical-align:top;border-bottom:1px solid #eee}table{border-collapse:collapse}"
+            "</style></head><body><h1>subcircuit demo runs</h1><table><tr><th>run</th><th>model</th>"
+            "<th>method</th><th>edges</th><th>faithfulness</th><th>labelled heads</th><th>time</th><th></th></tr>"
+            + "".join(rows) + "</table></body></html>\n")
+    path = Path(out) / "index.html"
+    atomic_write_text(path, html)
+    return path

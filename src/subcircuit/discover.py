@@ -193,8 +193,15 @@ def discover(
     out: str | Path | None = None,
     resume: bool = False,
     progress: ProgressFn = _no_progress,
+    report: bool = True,
+    candidate_scores: torch.Tensor | None = None,
 ) -> Circuit:
-    """Run a discovery method and return (and with `out`, write) the circuit."""
+    """Run a discovery method and return (and with `out`, write) the circuit; with `out` and
+    `report`, also its head roles, `circuit.svg` and `report.html` (`subcircuit.report`).
+
+    `candidate_scores` [n_edges]: EAP-IG scores already computed for the same model, task, prompts
+    and EAP-IG options (e.g. an `eap-ig` run's circuit.json); `--candidates` then selects from them
+    instead of running EAP-IG again."""
     options.validate()
     t0 = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load(model, options.device)
@@ -221,8 +228,17 @@ def discover(
         if options.candidates is not None:
             from subcircuit.methods.candidates import candidate_mask
 
-            initial, _ = candidate_mask(problem, options.candidates, options.abs_value, options.ig_steps,
-                                        options.ig, progress)  # deterministic, so a resumed run gets the same
+            if candidate_scores is not None:
+                from subcircuit.selection import select_top
+
+                if tuple(candidate_scores.shape) != (graph.n_edges,):
+                    raise UserError(f"candidate scores have shape {tuple(candidate_scores.shape)}; "
+                                    f"expected ({graph.n_edges},)")
+                ranked = candidate_scores.abs() if options.abs_value else candidate_scores
+                initial = graph.from_flat(select_top(ranked, options.candidates).float())
+            else:
+                initial, _ = candidate_mask(problem, options.candidates, options.abs_value, options.ig_steps,
+                                            options.ig, progress)  # deterministic, so a resumed run gets the same
             info["candidates"] = options.candidates
         if options.edges is not None:
             state, tau, runs = acdc_for_size(problem, options.edges, options.abs_value, progress,
@@ -277,6 +293,10 @@ def discover(
     )
     if out_dir is not None:
         circuit.save(out_dir)
+        if report:
+            from subcircuit.report import write_report
+
+            write_report(out_dir, circuit, loaded=loaded, task=task_obj)
     return circuit
 
 
