@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY_CONFIGS, random_model
+from conftest import FAMILY_CONFIGS, TINY_CONFIGS, random_model
 
 from subcircuit.errors import UserError
 from subcircuit.models import load, save
@@ -17,9 +17,12 @@ def _tokens(vocab: int) -> torch.Tensor:
     return torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("kind", sorted(TINY_CONFIGS))
+ALL_CONFIGS = {**TINY_CONFIGS, **FAMILY_CONFIGS}
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_CONFIGS))
 def test_save_load_ours_round_trip(tmp_path, kind: str) -> None:
-    model = random_model(TINY_CONFIGS[kind], seed=3)
+    model = random_model(ALL_CONFIGS[kind], seed=3)
     save(model, tmp_path / "m", meta={"note": kind})
     assert not list((tmp_path / "m").glob("*.pt")) and not list((tmp_path / "m").glob("*.bin"))  # no pickles
     loaded = load_ours(tmp_path / "m")
