@@ -99,3 +99,16 @@ def test_bad_device_is_user_error() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
             load("smollm2-135m", device="cuda")
+
+
+def test_folder_of_an_unsupported_family_names_it_and_the_supported_ones(tmp_path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "opt", "hidden_size": 16}')
+    with pytest.raises(UserError) as e:
+        load(str(tmp_path))
+    msg = str(e.value)
+    assert "\n" not in msg and "'opt'" in msg
+    for supported in ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "olmo2"):
+        assert supported in msg
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="model_type"):
+        load(str(tmp_path))
