@@ -251,7 +251,7 @@ def _gemma_config(c: Any) -> ModelConfig:
     return _rotary_decoder(
         c,
         "gemma",
-        act=_act(_get(c, "hidden_activation", "hidden_act", default="gelu_pytorch_tanh"), t),
+        act=_act(c.hidden_activation if v2 else c.hidden_act, t),  # what each modeling file reads
         embed_scale=float(c.hidden_size**0.5),
         attn_scale=float(c.query_pre_attn_scalar) ** -0.5 if v2 else None,
         post_norms=v2,
