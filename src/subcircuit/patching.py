@@ -34,7 +34,15 @@ from torch import Tensor
 
 from subcircuit.errors import unknown
 from subcircuit.graph import Graph, StageLayout
-from subcircuit.models.transformer import Transformer, attention, embed, mlp, post_attention, rotary_tables, unembed
+from subcircuit.models.transformer import (
+    Transformer,
+    attention,
+    embed,
+    mlp,
+    post_attention,
+    rotary_tables,
+    unembed,
+)
 
 AblationKind = Literal["corrupted", "mean", "zero"]
 ABLATIONS: tuple[str, ...] = get_args(AblationKind)
