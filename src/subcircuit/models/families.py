@@ -68,7 +68,7 @@ def _rope(hf_cfg: Any) -> dict[str, Any]:
     partial = float((params or {}).get("partial_rotary_factor", _get(hf_cfg, "partial_rotary_factor", default=1.0)))
     rotary_dim = None if partial == 1.0 else int(d_head * partial)
     out = {"rope_theta": theta, "rope_factor": factor, "rotary_dim": rotary_dim}
-    if local is not None and local != theta:
+    if local is not None and (local != theta or factor != 1.0):  # the window layers' own rotary
         out["local_rope_theta"] = local
     return out
 
