@@ -3,7 +3,12 @@
 It runs the plain residual-stream forward pass, keeps every sender's output, and gives each
 receiver the input `residual_before_it − Σ_{removed s→r} (out_s − abl_s)`. No masks, no
 batching, no chunks: one loop per head. The fast primitive in `subcircuit.patching` must agree
-with it."""
+with it.
+
+Family features are written out here again, head by head, rather than taken from the model code:
+q/k norms (per head, or over the whole projection of all heads), the OLMo clip, soft-capped
+scores, per-layer sliding windows and rotary tables, and post-norms (one RMS scale per layer,
+shared by its heads)."""
 
 from __future__ import annotations
 
@@ -50,16 +55,25 @@ def reference_logits(
         for h in range(cfg.n_heads):
             qn, kn, vn = head_names(L, h)
             g = h // cfg.group_size
-            xq, xk, xv = (normalize(inp(n, attn_resid), blk.ln1_w, blk.ln1_b, cfg) for n in (qn, kn, vn))
-            q = xq @ blk.W_Q[h] + blk.b_Q[h]
-            k = xk @ blk.W_K[g] + blk.b_K[g]
-            v = xv @ blk.W_V[g] + blk.b_V[g]
+            xq, xk, xv = (_ln1(cfg, blk, inp(n, attn_resid)) for n in (qn, kn, vn))
+            q = _proj(cfg, xq, blk.W_Q, blk.b_Q, h, getattr(blk, "q_norm_w", None))
+            k = _proj(cfg, xk, blk.W_K, blk.b_K, g, getattr(blk, "k_norm_w", None))
+            v = _proj(cfg, xv, blk.W_V, blk.b_V, g, None)
             if rot is not None:
-                q, k = _rotate(q, rot), _rotate(k, rot)
+                q, k = _rotate(q, rot[L]), _rotate(k, rot[L])
             scores = (q @ k.transpose(-1, -2)) * cfg.scale
-            if cfg.causal:
-                scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
+            if cfg.attn_softcap is not None:
+                scores = cfg.attn_softcap * torch.tanh(scores / cfg.attn_softcap)
+            i = torch.arange(p)
+            hidden = i[None, :] > i[:, None] if cfg.causal else torch.zeros(p, p, dtype=torch.bool)
+            if cfg.window(L) is not None:
+                hidden |= i[:, None] - i[None, :] >= cfg.window(L)
+            scores = scores.masked_fill(hidden, float("-inf"))
             heads.append(scores.softmax(-1) @ v @ blk.W_O[h])
+        if cfg.post_norms:
+            total = sum(heads)
+            scale = torch.rsqrt(total.pow(2).mean(-1, keepdim=True) + cfg.norm_eps)
+            heads = [o * scale * blk.attn_post_w for o in heads]
         if graph.granularity == "layers":
             out[f"a{L}"] = sum(heads)
         else:
@@ -72,3 +86,22 @@ def reference_logits(
             new = new + out[f"m{L}"]
         resid = new
     return unembed(model, inp("logits", resid))
+
+
+def _ln1(cfg, blk, x: Tensor) -> Tensor:
+    return normalize(x, blk.ln1_w, blk.ln1_b, cfg) if cfg.pre_norms else x
+
+
+def _proj(cfg, x: Tensor, W: Tensor, b: Tensor, i: int, norm_w: Tensor | None) -> Tensor:
+    """x [b p d] -> head (or group) i's query/key/value [b p e]."""
+
+    def clip(y: Tensor) -> Tensor:
+        return y if cfg.qkv_clip is None else y.clamp(-cfg.qkv_clip, cfg.qkv_clip)
+
+    y = clip(x @ W[i] + b[i])
+    if norm_w is None or cfg.qk_norm == "none":
+        return y
+    if cfg.qk_norm == "head":
+        return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + cfg.norm_eps) * norm_w
+    full = clip(torch.einsum("bpd,nde->bpne", x, W) + b)  # every head's projection of this input
+    return y * torch.rsqrt(full.pow(2).mean((-2, -1))[..., None] + cfg.norm_eps) * norm_w[i]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_CONFIGS, random_model
+from conftest import FAMILY_CONFIGS, TINY_CONFIGS, random_model
 
 from subcircuit.errors import UserError
 from subcircuit.graph import build_graph
@@ -59,6 +59,17 @@ def test_fast_equals_reference(name, ablation):
 def test_fast_equals_reference_other_granularities(gran):
     prob = problem_for("llama-gqa", gran=gran, metric="logit-diff")
     assert_same(acdc_fast(prob, 0.02), acdc_reference(prob, 0.02))
+
+
+@pytest.mark.parametrize("name", ["gpt_neox", "gemma2", "olmo2"])
+def test_fast_equals_reference_on_family_features(name):
+    """Parallel attention/MLP (the MLP's prefix holds its own layer's heads), post-norms (heads of a
+    layer share one scale) and whole-projection q/k norms under ACDC's prefixes and batches."""
+    model = random_model(FAMILY_CONFIGS[name], seed=1, scale=0.5)
+    prob = make_problem(model, build_graph(model.cfg), tiny_task(model), get_metric("kl"), "corrupted")
+    ref = acdc_reference(prob, 0.01)
+    assert_same(acdc_fast(prob, 0.01), ref)
+    assert 0 < int(ref.mask.sum()) < prob.graph.n_edges
 
 
 def test_small_batches_equal_large(monkeypatch):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY_CONFIGS, random_model
+from conftest import FAMILY_CONFIGS, TINY_CONFIGS, random_model
 
 from subcircuit.errors import UserError
 from subcircuit.models import load, save
@@ -17,9 +17,12 @@ def _tokens(vocab: int) -> torch.Tensor:
     return torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("kind", sorted(TINY_CONFIGS))
+ALL_CONFIGS = {**TINY_CONFIGS, **FAMILY_CONFIGS}
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_CONFIGS))
 def test_save_load_ours_round_trip(tmp_path, kind: str) -> None:
-    model = random_model(TINY_CONFIGS[kind], seed=3)
+    model = random_model(ALL_CONFIGS[kind], seed=3)
     save(model, tmp_path / "m", meta={"note": kind})
     assert not list((tmp_path / "m").glob("*.pt")) and not list((tmp_path / "m").glob("*.bin"))  # no pickles
     loaded = load_ours(tmp_path / "m")
@@ -96,3 +99,16 @@ def test_bad_device_is_user_error() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
             load("smollm2-135m", device="cuda")
+
+
+def test_folder_of_an_unsupported_family_names_it_and_the_supported_ones(tmp_path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "opt", "hidden_size": 16}')
+    with pytest.raises(UserError) as e:
+        load(str(tmp_path))
+    msg = str(e.value)
+    assert "\n" not in msg and "'opt'" in msg
+    for supported in ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "olmo2"):
+        assert supported in msg
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="model_type"):
+        load(str(tmp_path))

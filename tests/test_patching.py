@@ -142,3 +142,109 @@ def test_mask_gradients_match_finite_differences(tiny_model):
         fd = (f(plus) - f(minus)) / (2 * eps)
         torch.testing.assert_close(grad[r, s], fd, atol=1e-6, rtol=1e-4)
     tiny_model.to(torch.float32)
+
+
+# ------------------------------------------------------------------ every model family's features
+# One tiny config per family (conftest.FAMILY_CONFIGS: parallel attention/MLP and partial rotary,
+# post-norms, q/k norms, soft-caps, per-layer windows and rotary bases, the OLMo clip). Fewer
+# combinations than above, to keep the fast tier fast.
+
+
+@pytest.mark.parametrize("gran", GRANULARITIES)
+def test_families_all_ones_is_the_model_all_zeros_the_corrupted_run(family_model, gran):
+    graph = build_graph(family_model.cfg, gran)
+    clean, corr = _batch(family_model, p=9)  # longer than the sliding windows
+    p = Patcher(family_model, graph, clean, make_ablation(family_model, graph, "corrupted", clean, corr))
+    both = p.logits(torch.stack([graph.full_mask(), torch.zeros(graph.shape)]))
+    torch.testing.assert_close(both[0], family_model(clean), atol=1e-5, rtol=0)
+    torch.testing.assert_close(both[1], family_model(corr), atol=1e-5, rtol=0)
+
+
+def test_families_edges_match_path_patching_reference(family_model):
+    graph = build_graph(family_model.cfg, "heads-qkv")
+    clean, corr = _batch(family_model, seed=3, p=9)
+    abl = make_ablation(family_model, graph, "corrupted", clean, corr)
+    p = Patcher(family_model, graph, clean, abl)
+    full = graph.full_mask()
+    edges = random.Random(0).sample(graph.edges, 3)
+    removed = [{e} for e in edges] + list(_random_edge_sets(graph, 1, int(graph.n_edges * 5 / 6), seed=1))
+    got = p.logits(torch.stack([full - graph.mask_from_edges(r) for r in removed]))
+    for i, r in enumerate(removed):
+        want = reference_logits(family_model, graph, clean, abl.outputs, r)
+        torch.testing.assert_close(got[i], want, atol=1e-5, rtol=0, msg=f"removed {sorted(r)[:3]}")
+
+
+def test_families_batches_where_one_receiver_differs(family_model):
+    """ACDC's batches: configurations that differ in one receiver's row only. Heads whose inputs
+    agree are computed once and shared; with post-norms they still share one norm scale, so a
+    head that reads an unchanged input changes too (batch B: no receiver reads a0.h1, whose
+    query input differs, but all read the other heads of layer 0)."""
+    graph = build_graph(family_model.cfg)
+    clean, corr = _batch(family_model, p=9)
+    p = Patcher(family_model, graph, clean, make_ablation(family_model, graph, "corrupted", clean, corr))
+    full = graph.full_mask()
+    batch_a = full.repeat(4, 1, 1)
+    q, logits = graph.receiver_pos["a1.h0<q>"], graph.receiver_pos["logits"]
+    batch_a[1, q, 0] = 0
+    batch_a[2, q, :] = 0
+    batch_a[3, logits, 1] = 0
+    base_b = full.clone()
+    base_b[:, graph.sender_pos["a0.h1"]] = 0
+    batch_b = base_b.repeat(3, 1, 1)
+    q = graph.receiver_pos["a0.h1<q>"]
+    batch_b[1, q, 0] = 0
+    batch_b[2, q, :] = 0
+    for masks in (batch_a, batch_b):
+        together = p.logits(masks)
+        for i in range(len(masks)):
+            torch.testing.assert_close(together[i], p.logits(masks[i])[0], atol=1e-5, rtol=0)
+            removed = set(graph.edges_from_mask(full - masks[i]))
+            want = reference_logits(family_model, graph, clean, p.ablation.outputs, removed)
+            torch.testing.assert_close(together[i], want, atol=1e-5, rtol=0)
+
+
+def test_families_prefix_start_equals_full_run(family_model):
+    graph = build_graph(family_model.cfg)
+    clean, corr = _batch(family_model, p=9)
+    p = Patcher(family_model, graph, clean, make_ablation(family_model, graph, "corrupted", clean, corr))
+    gen = torch.Generator().manual_seed(1)
+    base_mask = (torch.rand(graph.shape, generator=gen) > 0.2).float()
+    for si, st in enumerate(graph.stages):
+        masks = base_mask.repeat(2, 1, 1)
+        masks[1, st.rows.start:] = (torch.rand(graph.shape[0] - st.rows.start, graph.shape[1], generator=gen) > 0.5)
+        torch.testing.assert_close(p.logits(masks, start=p.prefix(base_mask, si)), p.logits(masks), atol=1e-5, rtol=0)
+
+
+def test_families_sender_outputs_sum_to_the_residual(family_model):
+    from subcircuit.models.transformer import unembed
+
+    graph = build_graph(family_model.cfg, "heads")
+    clean, _ = _batch(family_model, p=9)
+    outs = sender_outputs(family_model, graph, clean)
+    bias = sum(b.b_O for b in family_model.blocks)
+    torch.testing.assert_close(unembed(family_model, outs.sum(0) + bias), family_model(clean), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "olmo2"])
+def test_families_mask_gradients_match_finite_differences(name):
+    """Post-norms, q/k norms over the whole projection and soft-caps are differentiable too."""
+    from conftest import FAMILY_CONFIGS, random_model
+
+    model = random_model(FAMILY_CONFIGS[name], seed=1).to(torch.float64)
+    graph = build_graph(model.cfg)
+    clean, corr = _batch(model, p=6)
+    p = Patcher(model, graph, clean, make_ablation(model, graph, "corrupted", clean, corr), torch.tensor([5, 5, 5]))
+    target = torch.randn(3, model.cfg.vocab_size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def f(mask):
+        return (p.logits(mask)[0] * target).sum()
+
+    mask = 0.25 + 0.5 * torch.rand(graph.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.enable_grad():
+        m = mask.clone().requires_grad_(True)
+        f(m).backward()
+    for r, s in graph.edge_index[:: max(1, graph.n_edges // 8)].tolist():
+        plus, minus = mask.clone(), mask.clone()
+        plus[r, s] += 1e-6
+        minus[r, s] -= 1e-6
+        torch.testing.assert_close(m.grad[r, s], (f(plus) - f(minus)) / 2e-6, atol=1e-6, rtol=1e-4)

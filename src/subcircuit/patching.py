@@ -34,7 +34,15 @@ from torch import Tensor
 
 from subcircuit.errors import unknown
 from subcircuit.graph import Graph, StageLayout
-from subcircuit.models.transformer import Transformer, attention, embed, mlp, rotary_tables, unembed
+from subcircuit.models.transformer import (
+    Transformer,
+    attention,
+    embed,
+    mlp,
+    post_attention,
+    rotary_tables,
+    unembed,
+)
 
 AblationKind = Literal["corrupted", "mean", "zero"]
 ABLATIONS: tuple[str, ...] = get_args(AblationKind)
@@ -260,7 +268,8 @@ class _Deltas:
 
     def _dense(self, m: Tensor, base: Tensor, hi: int) -> Tensor:
         c, r, nd, s0 = m.shape[0], m.shape[1], base.numel(), self.s0
-        x = base.reshape(1, 1, nd) + (m[:, :, :s0].reshape(c * r, s0) @ self.shared.reshape(s0, nd)).view(c, r, nd)
+        k = min(hi, s0)  # a stage may read fewer senders than a cached prefix holds (parallel MLPs)
+        x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ self.shared[:k].reshape(k, nd)).view(c, r, nd)
         if hi > s0 and self.grad:
             tokens, n = [], s0
             for t, tok in zip(self.chunks, self.tokens, strict=True):
@@ -393,13 +402,17 @@ def _run(
         blk = model.blocks[st.layer]
         H = cfg.n_heads
         per_head = n_out == H
-        live = alive[st.senders] if alive is not None and per_head else torch.ones(H, dtype=torch.bool)
+        # With post-norms every head's output depends on all heads of its layer (one norm scale):
+        # all heads are computed, and if one varies between configurations all of them do.
+        post = cfg.post_norms
+        live = alive[st.senders] if alive is not None and per_head and not post else torch.ones(H, dtype=torch.bool)
         hvar = torch.ones(H, dtype=torch.bool) if rvar is None else _head_varies(cfg, st, rvar)
         if not per_head:  # one sender for the whole layer
             hvar = hvar.any().expand(H)
         if bool(live.all()) and (bool(hvar.all()) or not bool(hvar.any())):  # one group: no scatter
             xs = x5 if bool(hvar.any()) else x5[:1]
-            out = attention(blk, cfg, *_qkv(xs, st), rot).flatten(2, 3)
+            out = post_attention(blk, cfg, attention(blk, cfg, *_qkv(xs, st), rot))
+            out = out.flatten(2, 3)
             if not per_head:
                 out = out.sum(1, keepdim=True)
             if varying is not None:
@@ -407,19 +420,28 @@ def _run(
             deltas.append((out - abl[st.senders]).expand(c, n_out, N, d))
             continue
         delta = abl.new_zeros(c, n_out, N, d)
+        raw = abl.new_zeros(c, H, b, p, d) if post else None  # post-norms: heads before the norm
         for group_varies in (False, True):
             sel = (hvar == group_varies) & live
             if not bool(sel.any()):
                 continue
             heads = None if bool(sel.all()) else sel.nonzero().flatten().to(x.device)
             xs = x5 if group_varies else x5[:1]
-            out = attention(blk, cfg, *_qkv(xs, st), rot, heads).flatten(2, 3)
+            out = attention(blk, cfg, *_qkv(xs, st), rot, heads)
+            if raw is not None:
+                raw[:, sel.to(x.device)] = out
+                continue
+            out = out.flatten(2, 3)
             if not per_head:
                 delta[:] = out.sum(1, keepdim=True) - abl[st.senders]
             elif heads is None:
                 delta[:] = out - abl[st.senders]
             else:
                 delta[:, heads] = out - abl[st.senders][heads]
+        if raw is not None:
+            out = post_attention(blk, cfg, raw).flatten(2, 3)
+            delta[:] = (out if per_head else out.sum(1, keepdim=True)) - abl[st.senders]
+            hvar = hvar.any().expand(H)
         if varying is not None:
             varying[st.senders] = hvar if per_head else hvar[:1]
         deltas.append(delta)

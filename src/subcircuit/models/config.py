@@ -16,6 +16,7 @@ Norm = Literal["layernorm", "rmsnorm", "none"]
 Positional = Literal["learned", "rotary", "none"]
 Activation = Literal["gelu_new", "gelu", "gelu_tanh", "relu", "silu"]
 MLPKind = Literal["plain", "gated", "none"]
+QKNorm = Literal["none", "head", "all"]
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,40 @@ class ModelConfig:
     act: Activation = "gelu_new"
     causal: bool = True
     attn_scale: float | None = None  # None = 1/sqrt(d_head)
-    sliding_window: int | None = None
+    sliding_window: int | None = None  # a query sees at most this many keys (itself included)
     parallel_attn_mlp: bool = False  # GPT-NeoX style: MLP reads the same residual as attention
     final_norm: bool = True
+    # Family features (see docs/models.md); the defaults leave a model as above.
+    window_layers: tuple[int, ...] | None = None  # layers that use `sliding_window`; None = all
+    local_rope_theta: float | None = None  # rotary base of the window layers (Gemma 3); None = rope_theta
+    rope_factor: float = 1.0  # linear rotary scaling (positions / factor) of the other layers
+    embed_scale: float = 1.0  # token embeddings are multiplied by this (Gemma: sqrt(d_model))
+    pre_norms: bool = True  # norm the attention and MLP inputs (ln1, ln2); False: OLMo 2
+    post_norms: bool = False  # norm the attention and MLP outputs (Gemma 2/3, OLMo 2); RMSNorm only
+    qk_norm: QKNorm = "none"  # RMSNorm of queries/keys: per head (Qwen3, Gemma 3) or whole projection (OLMo 2)
+    qkv_clip: float | None = None  # clamp q, k, v projections to [-clip, clip] (OLMo)
+    attn_softcap: float | None = None  # scores -> cap * tanh(scores / cap) (Gemma 2)
+    final_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2/3)
 
     def __post_init__(self) -> None:
         if self.n_heads % self.kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.kv_heads}")
+        if self.post_norms and self.norm != "rmsnorm":
+            raise ValueError(f"post_norms need norm='rmsnorm' (per-head outputs share its scale), got {self.norm!r}")
+        if self.window_layers is not None:
+            object.__setattr__(self, "window_layers", tuple(self.window_layers))  # JSON gives lists
+
+    def window(self, layer: int) -> int | None:
+        """The sliding window of a layer (None: the layer attends to every earlier position)."""
+        if self.window_layers is not None and layer not in self.window_layers:
+            return None
+        return self.sliding_window
+
+    def rope(self, layer: int) -> tuple[float, float]:
+        """(theta, linear factor) of a layer's rotary embedding."""
+        if self.local_rope_theta is not None and self.window(layer) is not None:
+            return self.local_rope_theta, 1.0
+        return self.rope_theta, self.rope_factor
 
     @property
     def kv_heads(self) -> int:

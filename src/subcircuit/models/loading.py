@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from subcircuit.errors import UserError, unknown
 from subcircuit.models.config import ModelConfig
-from subcircuit.models.families import from_hf
+from subcircuit.models.families import family_for, from_hf
 from subcircuit.models.transformer import Transformer
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,11 @@ def load_folder(folder: str | Path, name: str | None = None) -> LoadedModel:
         return load_ours(folder, name)
     if not (folder / "config.json").exists():
         raise UserError(f"model folder {str(folder)!r} has neither config.json nor {OUR_CONFIG}")
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (ValueError, AttributeError) as e:
+        raise UserError(f"{str(folder / 'config.json')!r} is not a JSON object with a model_type") from e
+    family_for(str(model_type))  # an unsupported family fails here, before any weights are read
     hf, tok = _hf_load(str(folder), local_only=True)
     return LoadedModel(name or folder.name, from_hf(hf), tok, str(folder))
 
