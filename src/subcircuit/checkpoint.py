@@ -96,8 +96,19 @@ def read_header(path: str | Path) -> dict[str, Any]:
 def check_header(path: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
     """A UserError naming the options that differ between a saved run and the one asked for."""
     if saved != wanted:
-        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        a, b = _flatten(saved if isinstance(saved, dict) else {}), _flatten(wanted)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) or ["header"]
         raise UserError(f"cannot resume from {path}: the run's options differ ({', '.join(diff)})")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, Tensor]:

@@ -552,6 +552,8 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         teardown_logging()
+    if rc == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent exit code 130
+        _fail("interrupted")
     return rc if isinstance(rc, int) else 0
 
 
