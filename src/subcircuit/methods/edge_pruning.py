@@ -109,7 +109,7 @@ def train_gates(problem: Problem, expand, n_gates: int, target_density: float, s
             z = hard_concrete(log_alpha, gen)
             loss = problem.loss(expand(z)[None])[0]
             if not bool(torch.isfinite(loss)):
-                raise UserError(f"{what}: the metric is {float(loss)} at step {step + 1}; the patched model's "
+                raise UserError(f"{what}: the metric is {float(loss.detach())} at step {step + 1}; the patched model's "
                                 "output is not finite (try a smaller learning rate or another metric)")
             rho = expected_density(log_alpha)
             if penalty is None:
