@@ -165,6 +165,8 @@ def test_good_text_task_file_runs_on_a_local_folder_model(capsys, tmp_path, word
         (["--edges", "100000", "--method", "eap"], "--edges 100000 is invalid; expected 1..29"),
         (["--edges", "30", "--method", "edge-pruning"], "--edges 30 is invalid; expected 1..29"),
         (["--sparsity", "1.5", "--method", "eap"], "--sparsity 1.5 is invalid"),
+        (["--n-examples", "0"], "--n-examples 0 is invalid; expected at least 1"),
+        (["--train-steps", "0", "--method", "edge-pruning"], "--train-steps 0 is invalid; expected at least 1"),
         (["--threshold", "abc"], "Invalid value for '--threshold'"),
     ],
 )

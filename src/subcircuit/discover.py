@@ -84,6 +84,10 @@ class DiscoverOptions:
             raise UserError(f"--sparsity {self.sparsity} is invalid; expected 0 <= S < 1")
         if self.candidates is not None and (self.method != "acdc" or self.candidates < 1):
             raise UserError(f"--candidates {self.candidates} is invalid; it needs --method acdc and K >= 1")
+        if self.train_steps is not None and self.train_steps < 1:
+            raise UserError(f"--train-steps {self.train_steps} is invalid; expected at least 1")
+        if self.n_examples is not None and self.n_examples < 1:
+            raise UserError(f"--n-examples {self.n_examples} is invalid; expected at least 1")
         if self.ig_steps < 1:
             raise UserError(f"--ig-steps {self.ig_steps} is invalid; expected at least 1")
         if self.ig not in ("inputs", "activations"):

@@ -169,6 +169,8 @@ def task_size(task: Any, n_examples: int | None) -> tuple[int, int]:
     """(batch, tokens per prompt) a task will have, without a tokenizer (an upper estimate)."""
     from subcircuit.tasks import TASKS, is_task_file
 
+    if n_examples is not None and n_examples < 1:
+        raise UserError(f"the number of examples must be at least 1, not {n_examples}")
     if isinstance(task, str | Path) and is_task_file(task) and Path(task).is_file():
         from subcircuit.tasks.files import read_task_file
 
