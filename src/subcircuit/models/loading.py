@@ -102,9 +102,19 @@ def load_ours(folder: str | Path, name: str | None = None) -> LoadedModel:
 
 
 def _hf_load(path_or_id: str, local_only: bool, **kw: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import sys
 
-    hf = AutoModelForCausalLM.from_pretrained(path_or_id, local_files_only=local_only, dtype=torch.float32, **kw)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if bars and not sys.stderr.isatty():  # no "Loading weights" bar on a non-terminal stderr
+        hf_logging.disable_progress_bar()
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(path_or_id, local_files_only=local_only, dtype=torch.float32, **kw)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     try:
         tok = AutoTokenizer.from_pretrained(path_or_id, local_files_only=local_only, **kw)
     except (OSError, ValueError, TypeError):
