@@ -103,7 +103,8 @@ def acdc_runs(problem: Problem, thresholds: Sequence[float], abs_value: bool = F
             theader = {**(header or {}), "threshold": tau}
             if resume and tpath.exists():
                 trace = _load_trace(tpath, theader)
-            checkpoint = (lambda st, p=tpath, h=theader: _save_trace(p, h, st.trace))
+            def checkpoint(st, p=tpath, h=theader) -> None:
+                _save_trace(p, h, st.trace)
         t0 = time.perf_counter()
         st = acdc_fast(problem, tau, abs_value, trace=trace, progress=progress, on_receiver=checkpoint)
         done[tau] = st
@@ -239,8 +240,9 @@ def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes
     if overwrite and not resume:
         for f in (SCORES_FILE, "summary.json", "summary.md"):
             (out / f).unlink(missing_ok=True)
-        for d in out.glob("tau-*"):
-            (d / "acdc-trace.json").unlink(missing_ok=True)
+        for d in [*out.glob("tau-*"), *out.glob("edges-*")]:  # the replaced sweep's runs
+            for f in ("circuit.json", "acdc-trace.json"):
+                (d / f).unlink(missing_ok=True)
     atomic_write_text(sweep_file, json.dumps({"header": header}, indent=1))
     base = baseline(problem)
     check_results({"metric_full_model": base.full, "metric_empty_circuit": base.empty}, options.method)
