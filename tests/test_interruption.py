@@ -32,6 +32,15 @@ def read(path: Path) -> dict:
     return strip(json.loads(Path(path).read_text()))
 
 
+def assert_same_run(a: dict, b: dict) -> None:
+    """Same circuit, same decisions, same options; ACDC's measured scores equal up to float rounding
+    (the fast path batches trials differently after a resume, and batched matmuls may round
+    differently in the last bits)."""
+    assert [(e["edge"], e["in_circuit"]) for e in a["edges"]] == [(e["edge"], e["in_circuit"]) for e in b["edges"]]
+    assert [e["score"] for e in a["edges"]] == pytest.approx([e["score"] for e in b["edges"]], rel=1e-5, abs=1e-6)
+    assert {k: v for k, v in a.items() if k != "edges"} == {k: v for k, v in b.items() if k != "edges"}
+
+
 class Interrupt:
     """A progress callback that raises KeyboardInterrupt (as Ctrl-C would) at its n-th call."""
 
@@ -84,7 +93,7 @@ def test_acdc_sweep_resumes_keeping_finished_runs(tmp_path):
                     "0.001,0.03,1", "-o", str(tmp_path / "cut"), "--resume"]) == 0
     assert first.read_text() == before  # finished runs are kept as they were
     for name in whole.circuits:
-        assert read(tmp_path / "cut" / name / "circuit.json") == read(tmp_path / "whole" / name / "circuit.json")
+        assert_same_run(read(tmp_path / "cut" / name / "circuit.json"), read(tmp_path / "whole" / name / "circuit.json"))
     assert read(tmp_path / "cut" / "summary.json") == read(tmp_path / "whole" / "summary.json")
 
 
