@@ -146,3 +146,28 @@ def test_killed_process_resumes(tmp_path, sig, uninterrupted):
     assert 0 < meta["step"] < 20
     assert run_cli(["discover", "--resume", str(tmp_path / "cut")]) == 0
     assert read(tmp_path / "cut" / "circuit.json") == read(uninterrupted / "circuit.json")
+
+
+def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
+    """circuit.json, traces, summaries (atomic_write_text) and checkpoints (save_state): a write
+    stopped before its rename leaves the previous file intact and no temporary file behind."""
+    import torch
+
+    from subcircuit.checkpoint import save_state
+    from subcircuit.circuit import atomic_write_text
+
+    path, ckpt = tmp_path / "circuit.json", tmp_path / "c.safetensors"
+    atomic_write_text(path, "old")
+    save_state(ckpt, {"x": torch.zeros(2)}, {"step": 1})
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(path, "new" * 1000)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(ckpt, {"x": torch.ones(2)}, {"step": 2})
+    monkeypatch.undo()
+    assert path.read_text() == "old" and load_state(ckpt)[1] == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors", "circuit.json"]
