@@ -286,7 +286,7 @@ def test_model_too_large_for_the_free_memory_is_refused_unless_forced(capsys, tm
     monkeypatch.setattr(subcircuit.memory, "free_bytes", lambda device="cpu": 200_000)
     line = fails(capsys, "discover", *TOY, "--method", "random", "--out", tmp_path / "o",
                  needle=("model 'toy-induction-2l' needs about", "but only 0.2 MB is free on cpu", "--force"))
-    assert "4 examples × 64 tokens" in line
+    assert "4 examples × 32 tokens" in line
     assert not (tmp_path / "o").exists()  # refused before anything was loaded or written
     fails(capsys, "sweep", *TOY, "--method", "random", "--out", tmp_path / "s", needle="needs about")
     rc, _, err = run(capsys, "discover", *TOY, "--method", "random", "--out", tmp_path / "o", "--force")

@@ -15,8 +15,8 @@ loaded,
 from what can be read without loading: the shipped model's files (`subcircuit_model.json` and the
 size of `model.safetensors`), a local folder's `config.json` (or our config), the Hub cache's
 `config.json`, or the known shapes of the named models. The batch is `--n-examples` (or the
-task's default), the sequence length the task file's longest prompt (or 64 tokens for built-in
-tasks). Free memory is `psutil.virtual_memory().available` (psutil if installed, else
+task's default), the sequence length the task file's longest prompt (or 32 tokens for built-in
+tasks, 64 for docstring). Free memory is `psutil.virtual_memory().available` (psutil if installed, else
 `MemAvailable` from /proc/meminfo) for the CPU, `torch.cuda.mem_get_info` for a GPU.
 
 When the estimate exceeds the free memory the run is refused with a `UserError` giving both
@@ -37,7 +37,8 @@ from subcircuit.errors import UserError
 log = logging.getLogger(__name__)
 
 BYTES_PER_PARAM = 4  # our forward pass runs in fp32
-DEFAULT_SEQ = 64  # tokens assumed for built-in tasks (their prompts are shorter)
+DEFAULT_SEQ = 32  # tokens assumed for built-in tasks (IOI, Greater-Than, ...: 10-20 tokens in BPE tokenizers)
+TASK_SEQ = {"docstring": 64}  # built-in tasks with longer prompts
 ACDC_BUDGET = 2 * 2**30  # the fast path's memory budget for speculative batches (methods/acdc.py)
 GRADIENT_METHODS = ("eap", "eap-ig", "edge-pruning", "sp", "hisp")
 
@@ -184,7 +185,7 @@ def task_size(task: Any, n_examples: int | None) -> tuple[int, int]:
         return n, seq
     spec = TASKS.get(str(task))
     n = n_examples or (spec.default_n if spec is not None else 16)
-    return n, DEFAULT_SEQ
+    return n, TASK_SEQ.get(str(task), DEFAULT_SEQ)
 
 
 # ------------------------------------------------------------------------------ the estimate
