@@ -323,7 +323,7 @@ def discover(
 
     if resume is not None:
         out_dir = resume
-        opts, model, task = options_from_trace(resume, device)
+        opts, model, task = options_from_trace(resume, device, force)
     else:
         if model is None or task is None or out_dir is None:
             missing = [n for n, v in (("--model", model), ("--task", task), ("--out", out_dir)) if v is None]
@@ -336,7 +336,7 @@ def discover(
         opts = DiscoverOptions(method=method, threshold=threshold, edges=edges, metric=metric, ablation=ablation,
                                granularity=granularity, n_examples=n_examples, seed=seed, device=device,
                                abs_value=abs_value, sparsity=sparsity, candidates=candidates, ig_steps=ig_steps,
-                               ig=ig, selection=selection, prune=prune, train_steps=train_steps)
+                               ig=ig, selection=selection, prune=prune, train_steps=train_steps, force=force)
     with progress() as bar:
         job = bar.add_task("edges tried", total=None)
         last = [0.0]
@@ -348,7 +348,7 @@ def discover(
                 last[0] = now
                 log.info("edges tried %d/%d (receiver %s)", done, total, what)
 
-        circuit = run_discover(model, task, opts, out=out_dir, resume=resume is not None, progress=report, force=force)
+        circuit = run_discover(model, task, opts, out=out_dir, resume=resume is not None, progress=report)
     r = circuit.results
     c = out()
     c.print(f"[bold]{circuit.method}[/] on {circuit.model} / {circuit.task} ({circuit.granularity}, "

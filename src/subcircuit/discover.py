@@ -9,7 +9,7 @@ and the gate-training methods (edge-pruning, sp) their whole training state in
 (`resume=True`, `subcircuit discover --resume DIR`) with the identical circuit.
 
 Before loading, the run's memory is estimated and compared with the free memory
-(`subcircuit.memory`; refused unless `force`). Every circuit records the full options, the seed
+(`subcircuit.memory`; refused unless `options.force`). Every circuit records the full options, the seed
 and the versions of subcircuit, torch, transformers and Python, so the same command gives the
 same `circuit.json` apart from `timings_s`. A non-finite metric or score stops the run with a
 one-line error instead of writing a silently wrong circuit.
@@ -69,6 +69,7 @@ class DiscoverOptions:
     selection: str = "top"  # score methods: top | greedy
     prune: bool = False  # score methods: drop edges not on a path input -> logits
     train_steps: int | None = None  # edge-pruning / sp optimisation steps (None: the method's default)
+    force: bool = False  # run even if the memory estimate exceeds the free memory (`--force`)
 
     def validate(self) -> None:
         if self.threshold is not None and (not isinstance(self.threshold, int | float) or math.isnan(self.threshold)
@@ -119,7 +120,7 @@ def versions() -> dict[str, str]:
 
 def run_header(options: DiscoverOptions, model: str, task: str) -> dict[str, Any]:
     """What identifies a run for resuming: every option but the device, the model and the task."""
-    header = {k: v for k, v in asdict(options).items() if k != "device"}
+    header = {k: v for k, v in asdict(options).items() if k not in ("device", "force")}
     header.update(model=model, task=task)
     return header
 
@@ -171,7 +172,8 @@ def _load_trace(path: Path, header: dict[str, Any]) -> list[Trial]:
         raise UserError(f"cannot resume: {path} is damaged ({e})") from e
 
 
-def options_from_trace(folder: str | Path, device: str = "cpu") -> tuple[DiscoverOptions, str, str]:
+def options_from_trace(folder: str | Path, device: str = "cpu",
+                       force: bool = False) -> tuple[DiscoverOptions, str, str]:
     """(options, model, task) of the interrupted run in `folder`: from the header of its ACDC trace
     or of its training checkpoint (edge-pruning, sp)."""
     from subcircuit.checkpoint import read_header
@@ -191,7 +193,7 @@ def options_from_trace(folder: str | Path, device: str = "cpu") -> tuple[Discove
         raise UserError(f"nothing to resume in {str(folder)!r}: no {TRACE_FILE} or {CHECKPOINT_FILE}")
     try:
         model, task = header.pop("model"), header.pop("task")
-        return DiscoverOptions(**header, device=device), model, task
+        return DiscoverOptions(**header, device=device, force=force), model, task
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"cannot resume: {path} is damaged ({e})") from e
 
@@ -256,20 +258,17 @@ def discover(
     out: str | Path | None = None,
     resume: bool = False,
     progress: ProgressFn = _no_progress,
-    force: bool = False,
 ) -> Circuit:
-    """Run a discovery method and return (and with `out`, write) the circuit.
-
-    `resume`: continue the interrupted run in `out` (ACDC trace or training checkpoint).
-    `force`: run even if the memory estimate exceeds the free memory."""
-    from subcircuit.memory import check_memory
-    from subcircuit.models.loading import check_device
-
+    """Run a discovery method and return (and with `out`, write) the circuit."""
     options.validate()
-    if not isinstance(model, LoadedModel):
-        check_device(options.device)
-        check_memory(model, task, options.n_examples, options.method, options.granularity, options.device, force)
     t0 = time.perf_counter()
+    if not isinstance(model, LoadedModel):  # before loading: the device, then the memory estimate
+        from subcircuit.memory import check_memory
+        from subcircuit.models.loading import check_device
+
+        check_device(options.device)
+        check_memory(model, task, options.n_examples, options.method, options.granularity, options.device,
+                     options.force)
     loaded = model if isinstance(model, LoadedModel) else load(model, options.device)
     t_load = time.perf_counter() - t0
     task_obj = get_task(task, loaded, options.n_examples, options.seed)

@@ -229,7 +229,8 @@ def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes
         resume = False
     if not isinstance(model, LoadedModel):
         check_device(options.device)
-        check_memory(model, task, options.n_examples, options.method, options.granularity, options.device, force)
+        check_memory(model, task, options.n_examples, options.method, options.granularity, options.device,
+                     force or options.force)
     t0 = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load(model, options.device)
     task_obj = get_task(task, loaded, options.n_examples, options.seed)
