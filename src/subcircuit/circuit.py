@@ -39,6 +39,7 @@ class Circuit:
     results: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # every option of the run (reproducibility)
 
     @property
     def in_circuit(self) -> list[str]:
@@ -93,9 +94,15 @@ def load_circuit(path: str | Path, graph=None) -> Circuit:
     if not path.exists():
         raise UserError(f"no circuit file at {str(path)!r}")
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); was the file truncated?") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); is it a circuit file?") from e
+    except RecursionError as e:
+        raise UserError(f"{path}: JSON nested too deeply; is it a circuit file?") from e
+    except OSError as e:
+        raise UserError(f"cannot read circuit file {str(path)!r}: {e.strerror or e}") from e
     if not isinstance(d, dict):
         raise UserError(f"{path}: expected a JSON object, got {type(d).__name__}")
     missing = [k for k in REQUIRED if k not in d]
@@ -103,6 +110,12 @@ def load_circuit(path: str | Path, graph=None) -> Circuit:
         raise UserError(f"{path}: missing field(s) {missing}")
     if d["format"] != FORMAT:
         raise UserError(f"{path}: format {d['format']!r} is not supported; expected {FORMAT!r}")
+    for k in ("model", "task", "method", "granularity", "ablation", "metric"):
+        if not isinstance(d[k], str):
+            raise UserError(f"{path}: field {k!r} must be a string, not {type(d[k]).__name__}")
+    for k in ("params", "results", "timings_s", "versions", "options"):
+        if not isinstance(d.get(k, {}), dict):
+            raise UserError(f"{path}: field {k!r} must be an object, not {type(d[k]).__name__}")
     edges = d["edges"]
     if not isinstance(edges, list):
         raise UserError(f"{path}: 'edges' must be a list")
@@ -112,6 +125,12 @@ def load_circuit(path: str | Path, graph=None) -> Circuit:
             raise UserError(f"{path}: edges[{i}] must be an object with a string 'edge'")
         if not isinstance(e.get("score"), int | float) or isinstance(e.get("score"), bool):
             raise UserError(f"{path}: edges[{i}] ({e['edge']!r}) has no numeric 'score'")
+        try:
+            finite = math.isfinite(float(e["score"]))
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise UserError(f"{path}: edges[{i}] ({e['edge']!r}) has a non-finite score {e['score']}")
         if not isinstance(e.get("in_circuit"), bool):
             raise UserError(f"{path}: edges[{i}] ({e['edge']!r}) has no boolean 'in_circuit'")
         if e["edge"] in seen:
@@ -123,7 +142,8 @@ def load_circuit(path: str | Path, graph=None) -> Circuit:
             except UserError as err:
                 raise UserError(f"{path}: edges[{i}]: {err}") from None
     fields = {k: d[k] for k in REQUIRED if k != "format"}
-    return Circuit(**fields, timings_s=d.get("timings_s", {}), versions=d.get("versions", {}))
+    return Circuit(**fields, timings_s=d.get("timings_s", {}), versions=d.get("versions", {}),
+                   options=d.get("options", {}))
 
 
 def circuit_mask(circuit: Circuit, graph) -> Tensor:

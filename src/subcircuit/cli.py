@@ -64,6 +64,7 @@ AblationOpt = Annotated[str, typer.Option("--ablation", help="corrupted, mean or
 GranularityOpt = Annotated[str, typer.Option("--granularity", help="heads-qkv, heads or layers.")]
 NExamplesOpt = Annotated[int | None, typer.Option("--n-examples", help="Number of prompts.")]
 AbsOpt = Annotated[bool, typer.Option("--abs", help="ACDC: compare |Δmetric| with τ.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run even if the memory estimate exceeds the free memory.")]
 
 
 # ------------------------------------------------------------------------------ output helpers
@@ -344,29 +345,30 @@ def discover(
     selection: Annotated[str, typer.Option("--selection", help="Score methods: top or greedy (grow from the logits).")] = "top",
     prune: Annotated[bool, typer.Option("--prune", help="Score methods: drop edges not on a path input -> logits.")] = False,
     train_steps: Annotated[int | None, typer.Option("--train-steps", help="edge-pruning / sp optimisation steps.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Find the circuit of a task in a model; writes DIR/circuit.json."""
     import time as _time
 
-    from subcircuit.discover import DiscoverOptions, options_from_trace
+    from subcircuit.discover import RUN_FILES, DiscoverOptions, holds_run, options_from_trace
     from subcircuit.discover import discover as run_discover
 
     if resume is not None:
         out_dir = resume
-        opts, model, task = options_from_trace(resume, device)
+        opts, model, task = options_from_trace(resume, device, force)
     else:
         if model is None or task is None or out_dir is None:
             missing = [n for n, v in (("--model", model), ("--task", task), ("--out", out_dir)) if v is None]
             raise UserError(f"missing option(s) {', '.join(missing)} (or give --resume DIR)")
-        if (out_dir / "circuit.json").exists() or (out_dir / "acdc-trace.json").exists():
+        if holds_run(out_dir):
             if not overwrite:
                 raise UserError(f"output folder {str(out_dir)!r} already holds a run; use --overwrite or --resume")
-            for f in ("circuit.json", "acdc-trace.json"):
+            for f in RUN_FILES:
                 (out_dir / f).unlink(missing_ok=True)
         opts = DiscoverOptions(method=method, threshold=threshold, edges=edges, metric=metric, ablation=ablation,
                                granularity=granularity, n_examples=n_examples, seed=seed, device=device,
                                abs_value=abs_value, sparsity=sparsity, candidates=candidates, ig_steps=ig_steps,
-                               ig=ig, selection=selection, prune=prune, train_steps=train_steps)
+                               ig=ig, selection=selection, prune=prune, train_steps=train_steps, force=force)
     with progress() as bar:
         job = bar.add_task("edges tried", total=None)
         last = [0.0]
@@ -505,6 +507,9 @@ def sweep(
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     abs_value: AbsOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the finished runs in --out, finish the others.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a sweep already in --out.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Run a method over several thresholds or sizes: one folder per run plus summary.json/summary.md."""
     from subcircuit.discover import DiscoverOptions
@@ -519,7 +524,8 @@ def sweep(
             bar.update(job, completed=done, total=total, description=f"edges tried · {what}")
 
         res = run_sweep(model, task, opts, _number_list(thresholds, float, "--thresholds"),
-                        _number_list(sizes, int, "--sizes"), out_dir, report)
+                        _number_list(sizes, int, "--sizes"), out_dir, report, resume=resume, overwrite=overwrite,
+                        force=force)
     o = out()
     o.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
     o.print(f"wrote {len(res.circuits)} runs and {out_dir / 'summary.json'}", markup=False)
@@ -608,6 +614,8 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         teardown_logging()
+    if rc == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent exit code 130
+        _fail("interrupted")
     return rc if isinstance(rc, int) else 0
 
 

@@ -4,14 +4,24 @@ This is the pipeline behind `subcircuit discover`: load the model and build the 
 tokenizer, build the graph and the ablation, run the registered method, select the circuit,
 measure the metric on the full model, the circuit and the empty graph (faithfulness), and
 write `circuit.json`. ACDC runs keep their trace in `DIR/acdc-trace.json` after every receiver,
-so an interrupted run resumes (`resume=True`) with the identical circuit.
+and the gate-training methods (edge-pruning, sp) their whole training state in
+`DIR/training-checkpoint.safetensors` every few steps, so an interrupted run resumes
+(`resume=True`, `subcircuit discover --resume DIR`) with the identical circuit.
+
+Before loading, the run's memory is estimated and compared with the free memory
+(`subcircuit.memory`; refused unless `options.force`). Every circuit records the full options, the seed
+and the versions of subcircuit, torch, transformers and Python, so the same command gives the
+same `circuit.json` apart from `timings_s`. A non-finite metric or score stops the run with a
+one-line error instead of writing a silently wrong circuit.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
+import platform
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -33,6 +43,9 @@ from subcircuit.tasks import get_metric, get_task
 
 log = logging.getLogger(__name__)
 TRACE_FILE = "acdc-trace.json"
+CHECKPOINT_FILE = "training-checkpoint.safetensors"
+RUN_FILES = ("circuit.json", TRACE_FILE, CHECKPOINT_FILE)  # a folder holding any of these holds a run
+CHECKPOINT_EVERY = 10  # gate-training steps between checkpoints
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ class DiscoverOptions:
     selection: str = "top"  # score methods: top | greedy
     prune: bool = False  # score methods: drop edges not on a path input -> logits
     train_steps: int | None = None  # edge-pruning / sp optimisation steps (None: the method's default)
+    force: bool = False  # run even if the memory estimate exceeds the free memory (`--force`)
 
     def validate(self) -> None:
         if self.threshold is not None and (not isinstance(self.threshold, int | float) or math.isnan(self.threshold)
@@ -71,6 +85,10 @@ class DiscoverOptions:
             raise UserError(f"--sparsity {self.sparsity} is invalid; expected 0 <= S < 1")
         if self.candidates is not None and (self.method != "acdc" or self.candidates < 1):
             raise UserError(f"--candidates {self.candidates} is invalid; it needs --method acdc and K >= 1")
+        if self.train_steps is not None and self.train_steps < 1:
+            raise UserError(f"--train-steps {self.train_steps} is invalid; expected at least 1")
+        if self.n_examples is not None and self.n_examples < 1:
+            raise UserError(f"--n-examples {self.n_examples} is invalid; expected at least 1")
         if self.ig_steps < 1:
             raise UserError(f"--ig-steps {self.ig_steps} is invalid; expected at least 1")
         if self.ig not in ("inputs", "activations"):
@@ -89,13 +107,47 @@ class DiscoverOptions:
 
 
 def versions() -> dict[str, str]:
+    """Versions recorded in circuit.json: subcircuit, torch, transformers, python."""
     out = {"torch": torch.__version__.split("+")[0]}
     for pkg in ("subcircuit", "transformers"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = "unknown"
+    out["python"] = platform.python_version()
     return out
+
+
+def run_header(options: DiscoverOptions, model: str, task: str) -> dict[str, Any]:
+    """What identifies a run for resuming: every option but the device, the model and the task."""
+    header = {k: v for k, v in asdict(options).items() if k not in ("device", "force")}
+    header.update(model=model, task=task)
+    return header
+
+
+def holds_run(folder: str | Path) -> bool:
+    """Whether `folder` holds a run (finished or interrupted)."""
+    return any((Path(folder) / f).exists() for f in RUN_FILES)
+
+
+def check_scores(scores: torch.Tensor, graph, method: str) -> None:
+    """A UserError naming the first edge whose score is NaN or infinite (never write those)."""
+    bad = (~torch.isfinite(scores.detach().float().cpu())).nonzero().flatten()
+    if len(bad):
+        name = graph.edges[int(bad[0])]
+        sender, receiver = name.split("->")
+        raise UserError(f"{method}: the score of edge {name} (receiver {receiver!r}, sender {sender!r}) is "
+                        f"{float(scores.flatten()[int(bad[0])])} ({len(bad)} non-finite scores); the patched model's "
+                        "metric is not finite, so no circuit is written")
+
+
+def check_results(results: dict[str, Any], method: str) -> None:
+    """A UserError when the full, circuit or empty graph's metric is NaN or infinite."""
+    for key in ("metric_full_model", "metric_circuit", "metric_empty_circuit"):
+        v = results.get(key)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"{method}: {key} is {v}; the patched model's metric is not finite, so no circuit is "
+                            "written (check the model, the ablation and the metric)")
 
 
 def _trace_path(out: Path | None) -> Path | None:
@@ -120,15 +172,28 @@ def _load_trace(path: Path, header: dict[str, Any]) -> list[Trial]:
         raise UserError(f"cannot resume: {path} is damaged ({e})") from e
 
 
-def options_from_trace(folder: str | Path, device: str = "cpu") -> tuple[DiscoverOptions, str, str]:
-    """(options, model, task) of the interrupted ACDC run in `folder` (from its trace header)."""
-    path = Path(folder) / TRACE_FILE
-    if not path.exists():
-        raise UserError(f"nothing to resume in {str(folder)!r}: no {TRACE_FILE}")
+def options_from_trace(folder: str | Path, device: str = "cpu",
+                       force: bool = False) -> tuple[DiscoverOptions, str, str]:
+    """(options, model, task) of the interrupted run in `folder`: from the header of its ACDC trace
+    or of its training checkpoint (edge-pruning, sp)."""
+    from subcircuit.checkpoint import read_header
+
+    folder = Path(folder)
+    path = folder / TRACE_FILE
+    if path.exists():
+        try:
+            header = dict(json.loads(path.read_text())["header"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"cannot resume: {path} is damaged ({e})") from e
+    elif (folder / CHECKPOINT_FILE).exists():
+        path = folder / CHECKPOINT_FILE
+        header = read_header(path)
+        header.pop("train", None)
+    else:
+        raise UserError(f"nothing to resume in {str(folder)!r}: no {TRACE_FILE} or {CHECKPOINT_FILE}")
     try:
-        header = dict(json.loads(path.read_text())["header"])
         model, task = header.pop("model"), header.pop("task")
-        return DiscoverOptions(**header, device=device), model, task
+        return DiscoverOptions(**header, device=device, force=force), model, task
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"cannot resume: {path} is damaged ({e})") from e
 
@@ -204,6 +269,13 @@ def discover(
     instead of running EAP-IG again."""
     options.validate()
     t0 = time.perf_counter()
+    if not isinstance(model, LoadedModel):  # before loading: the device, then the memory estimate
+        from subcircuit.memory import check_memory
+        from subcircuit.models.loading import check_device
+
+        check_device(options.device)
+        check_memory(model, task, options.n_examples, options.method, options.granularity, options.device,
+                     options.force)
     loaded = model if isinstance(model, LoadedModel) else load(model, options.device)
     t_load = time.perf_counter() - t0
     task_obj = get_task(task, loaded, options.n_examples, options.seed)
@@ -216,9 +288,8 @@ def discover(
     t1 = time.perf_counter()
     params: dict[str, Any] = {}
     info: dict[str, Any] = {}
+    header = run_header(options, str(model) if isinstance(model, str | Path) else loaded.name, str(task))
     if options.method == "acdc":
-        header = {k: v for k, v in asdict(options).items() if k not in ("device",)}
-        header.update(model=loaded.name, task=str(task))
         tpath = _trace_path(out_dir)
         trace = _load_trace(tpath, header) if resume and tpath is not None and tpath.exists() else None
         if resume and trace is None:
@@ -259,7 +330,12 @@ def discover(
         from subcircuit.selection import prune_disconnected, select_greedy, select_threshold, select_top
 
         spec = get_method(options.method)
-        res = spec.fn(problem, progress=progress, **method_kwargs(spec.fn, options))
+        kwargs = method_kwargs(spec.fn, options)
+        if out_dir is not None and "checkpoint" in inspect.signature(spec.fn).parameters:
+            from subcircuit.checkpoint import TrainingCheckpoint
+
+            kwargs["checkpoint"] = TrainingCheckpoint(out_dir / CHECKPOINT_FILE, header, CHECKPOINT_EVERY, resume)
+        res = spec.fn(problem, progress=progress, **kwargs)
         scores = res.scores
         keep = res.in_circuit
         params = dict(res.params)
@@ -278,8 +354,10 @@ def discover(
                 info["n_pruned_disconnected"] = before - int(keep.sum())
         info.update({k: v for k, v in res.info.items() if k != "node_scores"})
     t_method = time.perf_counter() - t1
+    check_scores(scores, graph, options.method)
     params.update(seed=options.seed, n_examples=task_obj.n)
     results = measure(problem, graph.from_flat(keep.float()))
+    check_results(results, options.method)
     results.update(n_edges_total=graph.n_edges, n_edges_in_circuit=int(keep.sum()))
     results.update({k: v for k, v in info.items() if isinstance(v, int | float | list)})
     circuit = Circuit(
@@ -290,6 +368,7 @@ def discover(
         timings_s={"load": round(t_load, 3), "method": round(t_method, 3),
                    "total": round(time.perf_counter() - t0, 3)},
         versions=versions(),
+        options=asdict(options),
     )
     if out_dir is not None:
         circuit.save(out_dir)
@@ -303,8 +382,6 @@ def discover(
 def method_kwargs(fn, options: DiscoverOptions) -> dict[str, Any]:
     """The options a registered score method accepts, by its signature (names differ per method:
     `steps` is EAP-IG's interpolation steps but Edge Pruning's / SP's optimisation steps)."""
-    import inspect
-
     accepted = inspect.signature(fn).parameters
     wanted: dict[str, Any] = {"seed": options.seed, "edges": options.edges, "sparsity": options.sparsity,
                               "ig": options.ig}

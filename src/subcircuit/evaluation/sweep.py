@@ -11,6 +11,14 @@ ten thresholds costs a little more than one run. A score-based method runs once;
 top-k edges. The model, task, graph and ablation are built once, the full and empty graphs are
 measured once, and every circuit's metric runs in one batch.
 
+Interruption: each run's `circuit.json` is written (atomically) as soon as that run is done, and
+each ACDC run keeps its trace in its folder after every receiver (`tau-X/acdc-trace.json`); a
+score method's scores are kept in `scores.safetensors` once computed. `sweep.json` records the
+sweep's options. `resume=True` (`subcircuit sweep ... --resume`) keeps the finished runs, resumes
+an interrupted ACDC run from its trace, redoes the rest and gives the same files as an
+uninterrupted sweep (apart from timings); different options are refused. A folder that already
+holds a sweep is refused unless `resume` or `overwrite`.
+
 The summary lists, per run: the parameter, the circuit size, the metric and faithfulness, and —
 when the model/task has a shipped reference circuit — edge and node TPR/FPR, with the ROC AUC over
 the whole sweep (ACDC: Pareto points over τ; score methods: the score ranking).
@@ -50,6 +58,8 @@ from subcircuit.selection import select_top
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+SWEEP_FILE = "sweep.json"
+SCORES_FILE = "scores.safetensors"
 
 
 @dataclass(frozen=True)
@@ -68,36 +78,80 @@ def run_folder_name(threshold: float | None = None, edges: int | None = None) ->
 
 
 def acdc_runs(problem: Problem, thresholds: Sequence[float], abs_value: bool = False,
-              progress: ProgressFn = _no_progress) -> list[Run]:
-    """ACDC at each τ, each run replaying the trace of the done run with the nearest τ."""
+              progress: ProgressFn = _no_progress, out: Path | None = None, header: dict[str, Any] | None = None,
+              resume: bool = False, on_done=None) -> list[Run]:
+    """ACDC at each τ, each run replaying the trace of the done run with the nearest τ.
+
+    With `out`, each run saves its trace in `out/tau-X/acdc-trace.json` after every receiver; with
+    `resume`, a run whose trace is there replays it first (a finished run costs no patched forward
+    pass, an interrupted one continues where it stopped). `on_done(run)` is called after each run."""
+    from subcircuit.discover import TRACE_FILE, _load_trace, _save_trace
+
+    for tau in thresholds:
+        if not isinstance(tau, int | float) or math.isnan(tau) or tau < 0:
+            raise UserError(f"threshold {tau} is invalid; expected a number >= 0")
     g = problem.graph
     done: dict[float, Any] = {}
     runs = []
     for tau in sorted(set(float(t) for t in thresholds)):
-        if tau < 0 or math.isnan(tau):
-            raise UserError(f"threshold {tau} is invalid; expected a number >= 0")
+        name = run_folder_name(threshold=tau)
         near = min(done, key=lambda t: abs(math.log(t + 1e-12) - math.log(tau + 1e-12)), default=None)
+        trace = None if near is None else done[near].trace
+        checkpoint = None
+        if out is not None:
+            tpath = out / name / TRACE_FILE
+            theader = {**(header or {}), "threshold": tau}
+            if resume and tpath.exists():
+                trace = _load_trace(tpath, theader)
+            def checkpoint(st, p=tpath, h=theader) -> None:
+                _save_trace(p, h, st.trace)
         t0 = time.perf_counter()
-        st = acdc_fast(problem, tau, abs_value, trace=None if near is None else done[near].trace, progress=progress)
+        st = acdc_fast(problem, tau, abs_value, trace=trace, progress=progress, on_receiver=checkpoint)
         done[tau] = st
         log.info("τ=%g: %d edges (%.1f s)", tau, int(st.mask.sum()), time.perf_counter() - t0)
-        runs.append(Run(run_folder_name(threshold=tau), {"threshold": tau, "abs": abs_value},
-                        g.to_flat(st.mask.cpu() != 0), g.to_flat(st.scores.cpu()),
-                        {"n_trials": len(st.trace), "seconds": round(time.perf_counter() - t0, 3)}))
+        run = Run(name, {"threshold": tau, "abs": abs_value}, g.to_flat(st.mask.cpu() != 0), g.to_flat(st.scores.cpu()),
+                  {"n_trials": len(st.trace), "seconds": round(time.perf_counter() - t0, 3)})
+        runs.append(run)
+        if on_done is not None:
+            on_done(run)
     return runs
 
 
 def score_runs(problem: Problem, method: str, sizes: Sequence[int] | None,
-               progress: ProgressFn = _no_progress) -> list[Run]:
-    """Run a score-based method once; one circuit per size (top-k edges)."""
-    res = get_method(method).fn(problem, progress=progress)
+               progress: ProgressFn = _no_progress, out: Path | None = None, header: dict[str, Any] | None = None,
+               resume: bool = False, seed: int = 0) -> list[Run]:
+    """Run a score-based method once; one circuit per size (top-k edges). With `out`, the scores
+    are kept in `out/scores.safetensors` (and, with `resume`, read back instead of recomputed)."""
+    from subcircuit.checkpoint import check_header, load_state, save_state
+    from subcircuit.discover import check_scores
+
     n = problem.graph.n_edges
+    for k in sizes or ():
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise UserError(f"--sizes: {k!r} is invalid; expected circuit sizes 1..{n} (the graph's edges)")
+    path = None if out is None else out / SCORES_FILE
+    if resume and path is not None and path.exists():
+        tensors, meta = load_state(path)
+        check_header(path, meta.get("header"), header)
+        scores, params, info = tensors["scores"], meta["params"], meta["info"]
+    else:
+        spec = get_method(method)
+        import inspect
+
+        kwargs = {"seed": seed} if "seed" in inspect.signature(spec.fn).parameters else {}
+        res = spec.fn(problem, progress=progress, **kwargs)
+        check_scores(res.scores, problem.graph, method)
+        scores, params = res.scores.float(), dict(res.params)
+        info = {k: v for k, v in res.info.items() if isinstance(v, int | float | str | list | dict)}
+        if path is not None:
+            save_state(path, {"scores": scores}, {"header": header, "params": params,
+                                                  "info": json.loads(json.dumps(info, default=str))})
     if not sizes:
         from subcircuit.evaluation.curves import FRACTIONS
 
         sizes = sorted({max(1, int(f * n)) for f in FRACTIONS})
-    return [Run(run_folder_name(edges=k), {"edges": k, **res.params}, select_top(res.scores, k), res.scores.float(),
-                dict(res.info)) for k in sorted(set(sizes))]
+    return [Run(run_folder_name(edges=k), {"edges": k, **params}, select_top(scores, k), scores, dict(info))
+            for k in sorted(set(sizes))]
 
 
 @dataclass(frozen=True)
@@ -128,11 +182,20 @@ def _reference_rows(problem: Problem, runs: list[Run], model: str, task: str, me
 
 
 def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes: Sequence[int] | None = None,
-          out: str | Path = "sweep", progress: ProgressFn = _no_progress) -> SweepResult:
+          out: str | Path = "sweep", progress: ProgressFn = _no_progress, resume: bool = False,
+          overwrite: bool = False, force: bool = False) -> SweepResult:
     """Run `options.method` over thresholds (ACDC) or sizes (score methods); write one folder per run
-    and summary.json / summary.md into `out`. `options` is a `discover.DiscoverOptions`."""
-    from subcircuit.discover import versions
-    from subcircuit.models.loading import LoadedModel, load
+    and summary.json / summary.md into `out`. `options` is a `discover.DiscoverOptions`.
+
+    `resume`: keep the finished runs already in `out` and finish the others (same options only);
+    `overwrite`: replace a sweep already in `out` (otherwise refused); `force`: run even if the
+    memory estimate exceeds the free memory."""
+    from dataclasses import asdict
+
+    from subcircuit.circuit import circuit_mask, load_circuit, scores_tensor
+    from subcircuit.discover import check_results, run_header, versions
+    from subcircuit.memory import check_memory
+    from subcircuit.models.loading import LoadedModel, check_device, load
     from subcircuit.tasks import get_metric, get_task
 
     options.validate()
@@ -141,6 +204,33 @@ def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes
     if options.method != "acdc" and thresholds:
         raise UserError(f"{options.method} sweeps sizes (--sizes), not thresholds")
     out = Path(out)
+    if options.method == "acdc":
+        thresholds = list(thresholds or DEFAULT_THRESHOLDS)
+        for tau in thresholds:
+            if not isinstance(tau, int | float) or math.isnan(tau) or tau < 0:
+                raise UserError(f"threshold {tau} is invalid; expected a number >= 0")
+    model_name = str(model) if isinstance(model, str | Path) else model.name
+    header = {**run_header(options, model_name, str(task)),
+              "thresholds": sorted(set(float(t) for t in thresholds or ())), "sizes": sorted(set(sizes or ()))}
+    sweep_file = out / SWEEP_FILE
+    held = sweep_file.exists() or (out / "summary.json").exists()
+    if held and not (resume or overwrite):
+        raise UserError(f"output folder {str(out)!r} already holds a sweep; use --overwrite or --resume")
+    if resume and sweep_file.exists():
+        try:
+            saved = json.loads(sweep_file.read_text())["header"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"cannot resume: {sweep_file} is damaged ({e})") from e
+        if saved != header:
+            diff = sorted(k for k in set(saved) | set(header) if saved.get(k) != header.get(k))
+            raise UserError(f"cannot resume the sweep in {str(out)!r}: its options differ ({', '.join(diff)})")
+    elif resume:
+        log.warning("nothing to resume in %s; starting afresh", out)
+        resume = False
+    if not isinstance(model, LoadedModel):
+        check_device(options.device)
+        check_memory(model, task, options.n_examples, options.method, options.granularity, options.device,
+                     force or options.force)
     t0 = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load(model, options.device)
     task_obj = get_task(task, loaded, options.n_examples, options.seed)
@@ -148,27 +238,58 @@ def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes
     graph = build_graph(loaded.cfg, options.granularity)
     torch.manual_seed(options.seed)
     problem = make_problem(loaded.model, graph, task_obj, get_metric(metric_name), options.ablation)
-    if options.method == "acdc":
-        runs = acdc_runs(problem, thresholds or DEFAULT_THRESHOLDS, options.abs_value, progress)
-    else:
-        runs = score_runs(problem, options.method, sizes, progress)
+    if overwrite and not resume:
+        for f in (SCORES_FILE, "summary.json", "summary.md"):
+            (out / f).unlink(missing_ok=True)
+        for d in [*out.glob("tau-*"), *out.glob("edges-*")]:  # the replaced sweep's runs
+            for f in ("circuit.json", "acdc-trace.json"):
+                (d / f).unlink(missing_ok=True)
+    atomic_write_text(sweep_file, json.dumps({"header": header}, indent=1))
     base = baseline(problem)
-    values, faith = faithfulness_many(problem, graph.from_flat(torch.stack([r.keep.float() for r in runs])), base)
+    check_results({"metric_full_model": base.full, "metric_empty_circuit": base.empty}, options.method)
     circuits: dict[str, Circuit] = {}
-    rows = []
-    for r, v, f in zip(runs, values, faith, strict=True):
-        results = {"n_edges_total": graph.n_edges, "n_edges_in_circuit": int(r.keep.sum()),
-                   "metric_full_model": base.full, "metric_circuit": v, "metric_empty_circuit": base.empty,
-                   "faithfulness": f}
-        c = Circuit(model=loaded.name, task=str(task), method=options.method, granularity=options.granularity,
-                    ablation=options.ablation, metric=metric_name,
-                    params={**r.param, "seed": options.seed, "n_examples": task_obj.n},
-                    edges=edge_records(graph.edges, r.scores, r.keep), results=results,
-                    timings_s={"total": r.info.get("seconds", 0.0)}, versions=versions())
-        c.save(out / r.name / "circuit.json")
+
+    def finished(r: Run) -> Circuit | None:
+        """The run's circuit.json when resuming and it is there and complete."""
+        path = out / r.name / "circuit.json"
+        if not (resume and path.exists()):
+            return None
+        c = load_circuit(path, graph)
+        if c.params.get("threshold", c.params.get("edges")) != r.param.get("threshold", r.param.get("edges")):
+            raise UserError(f"cannot resume: {path} is from another run ({c.params})")
+        return c
+
+    def write(r: Run) -> None:
+        c = finished(r)
+        if c is None:
+            (v,), (f,) = faithfulness_many(problem, graph.from_flat(r.keep.float())[None], base)
+            results = {"n_edges_total": graph.n_edges, "n_edges_in_circuit": int(r.keep.sum()),
+                       "metric_full_model": base.full, "metric_circuit": v, "metric_empty_circuit": base.empty,
+                       "faithfulness": f}
+            check_results(results, options.method)
+            c = Circuit(model=loaded.name, task=str(task), method=options.method, granularity=options.granularity,
+                        ablation=options.ablation, metric=metric_name,
+                        params={**r.param, "seed": options.seed, "n_examples": task_obj.n},
+                        edges=edge_records(graph.edges, r.scores, r.keep), results=results,
+                        timings_s={"total": r.info.get("seconds", 0.0)}, versions=versions(),
+                        options=asdict(options))
+            c.save(out / r.name / "circuit.json")
         circuits[r.name] = c
+
+    if options.method == "acdc":
+        runs = acdc_runs(problem, thresholds, options.abs_value, progress, out, header, resume, on_done=write)
+    else:
+        runs = score_runs(problem, options.method, sizes, progress, out, header, resume, options.seed)
+        for r in runs:
+            write(r)
+    runs = [Run(r.name, r.param, graph.to_flat(circuit_mask(circuits[r.name], graph) != 0),
+                scores_tensor(circuits[r.name], graph), r.info) for r in runs]
+    rows = []
+    for r in runs:
+        res = circuits[r.name].results
         rows.append({"run": r.name, **{k: v for k, v in r.param.items() if k in ("threshold", "edges")},
-                     "n_edges": int(r.keep.sum()), "metric_circuit": v, "faithfulness": f})
+                     "n_edges": int(r.keep.sum()), "metric_circuit": res["metric_circuit"],
+                     "faithfulness": res["faithfulness"]})
     ref = _reference_rows(problem, runs, loaded.name, str(task), options.method)
     if ref is not None:
         for row in rows:

@@ -113,12 +113,13 @@ def hisp(problem: Problem, progress: ProgressFn = _no_progress) -> MethodResult:
 
 @register_method("sp", "Subnetwork Probing (Cao et al. 2021), simplified: hard-concrete node gates, fixed λ")
 def sp(problem: Problem, lam: float = 1.0, steps: int = 200, lr: float = 0.1, init: float = 3.0, seed: int = 0,
-       progress: ProgressFn = _no_progress) -> MethodResult:
-    """Node gates trained on loss + λ·(expected fraction open); node score = log α."""
+       progress: ProgressFn = _no_progress, checkpoint=None) -> MethodResult:
+    """Node gates trained on loss + λ·(expected fraction open); node score = log α.
+    `checkpoint` (a `subcircuit.checkpoint.TrainingCheckpoint`): save / resume the training."""
     graph = problem.graph
     expand = sender_expand(graph, problem.model.device)
     log_alpha, hist = train_gates(problem, expand, len(graph.senders) - 1, 1.0, steps, lr, 0.0, init, seed,
-                                  progress, "sp steps", penalty=lam)
+                                  progress, "sp steps", penalty=lam, checkpoint=checkpoint)
     node = torch.cat([log_alpha.new_zeros(1), log_alpha]).cpu()
     info = {"final_loss": hist[-1] if hist else None,
             "node_scores": dict(zip([s.name for s in graph.senders][1:], log_alpha.tolist(), strict=True))}

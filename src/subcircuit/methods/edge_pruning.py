@@ -29,6 +29,14 @@ import math
 import torch
 from torch import Tensor
 
+from subcircuit.checkpoint import (
+    TrainingCheckpoint,
+    check_header,
+    load_state,
+    optimizer_tensors,
+    restore_optimizer,
+    save_state,
+)
 from subcircuit.errors import UserError
 from subcircuit.methods.base import MethodResult, Problem, ProgressFn, _no_progress, register_method
 from subcircuit.selection import select_top
@@ -69,11 +77,16 @@ def target_edges(n_total: int, edges: int | None, sparsity: float | None) -> int
 
 def train_gates(problem: Problem, expand, n_gates: int, target_density: float, steps: int, lr: float,
                 lr_lambda: float, init: float, seed: int, progress: ProgressFn, what: str,
-                penalty: float | None = None) -> tuple[Tensor, list[float]]:
+                penalty: float | None = None,
+                checkpoint: TrainingCheckpoint | None = None) -> tuple[Tensor, list[float]]:
     """Train hard-concrete gates: `expand(z [n_gates]) -> masks [receiver sender]`.
 
     With `penalty` None: the Lagrangian towards `target_density` (ramped over the first half).
     With a number: a fixed L1-of-L0 penalty `penalty · ρ` instead (Subnetwork Probing).
+    With `checkpoint`: the whole state (gates, multipliers, both optimizers, the noise generator,
+    step, history) is saved atomically every `checkpoint.every` steps and at the end, and with
+    `checkpoint.resume` training continues from the saved step: the result is identical to an
+    uninterrupted run (`subcircuit.checkpoint`).
     Returns (log α [n_gates], the loss history)."""
     gen = torch.Generator(device=problem.model.device).manual_seed(seed)
     dev = problem.model.device
@@ -82,10 +95,22 @@ def train_gates(problem: Problem, expand, n_gates: int, target_density: float, s
     opt = torch.optim.Adam([log_alpha], lr=lr)
     opt_lam = torch.optim.Adam([lam], lr=lr_lambda, maximize=True)
     history: list[float] = []
+    first = 0
+    header = None
+    if checkpoint is not None:
+        header = {**checkpoint.header, "train": {"what": what, "n_gates": n_gates, "target_density": target_density,
+                                                 "steps": steps, "lr": lr, "lr_lambda": lr_lambda, "init": init,
+                                                 "seed": seed, "penalty": penalty}}
+        if checkpoint.resume and checkpoint.path.exists():
+            first, history = _restore(checkpoint.path, header, log_alpha, lam, opt, opt_lam, gen)
+            log.info("resuming %s from step %d of %d (%s)", what, first, steps, checkpoint.path)
     with torch.enable_grad():
-        for step in range(steps):
+        for step in range(first, steps):
             z = hard_concrete(log_alpha, gen)
             loss = problem.loss(expand(z)[None])[0]
+            if not bool(torch.isfinite(loss)):
+                raise UserError(f"{what}: the metric is {float(loss.detach())} at step {step + 1}; the patched model's "
+                                "output is not finite (try a smaller learning rate or another metric)")
             rho = expected_density(log_alpha)
             if penalty is None:
                 t = 1 - (1 - target_density) * min(1.0, step / max(1, steps // 2))
@@ -99,16 +124,41 @@ def train_gates(problem: Problem, expand, n_gates: int, target_density: float, s
             if penalty is None:
                 opt_lam.step()
             history.append(float(loss.detach()))
+            if checkpoint is not None and ((step + 1) % max(1, checkpoint.every) == 0 or step + 1 == steps):
+                _save(checkpoint.path, header, step + 1, history, log_alpha, lam, opt, opt_lam, gen)
             progress(step + 1, steps, what)
     return log_alpha.detach(), history
+
+
+def _save(path, header, step: int, history: list[float], log_alpha: Tensor, lam: Tensor, opt, opt_lam,
+          gen: torch.Generator) -> None:
+    tensors = {"log_alpha": log_alpha, "lam": lam, "generator": gen.get_state(),
+               **optimizer_tensors(opt, "opt"), **optimizer_tensors(opt_lam, "opt_lam")}
+    save_state(path, tensors, {"header": header, "step": step, "history": history})
+
+
+def _restore(path, header, log_alpha: Tensor, lam: Tensor, opt, opt_lam, gen: torch.Generator) -> tuple[int, list[float]]:
+    tensors, meta = load_state(path)
+    check_header(path, meta.get("header", {}), header)
+    try:
+        with torch.no_grad():
+            log_alpha.copy_(tensors["log_alpha"])
+            lam.copy_(tensors["lam"])
+        restore_optimizer(opt, tensors, "opt")
+        restore_optimizer(opt_lam, tensors, "opt_lam")
+        gen.set_state(tensors["generator"])
+        return int(meta["step"]), [float(x) for x in meta["history"]]
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise UserError(f"cannot resume: checkpoint {path} is damaged ({type(e).__name__}: {e})") from e
 
 
 @register_method("edge-pruning", "Edge Pruning: hard-concrete edge masks trained to a target sparsity "
                  "(Bhaskar et al. 2024)", selects_circuit=True)
 def edge_pruning(problem: Problem, edges: int | None = None, sparsity: float | None = None, steps: int = 200,
                  lr: float = 0.1, lr_lambda: float = 1.0, init: float = 3.0, seed: int = 0,
-                 progress: ProgressFn = _no_progress) -> MethodResult:
-    """Learned edge masks; the circuit is the top-N edges by learned log α (exactly N edges)."""
+                 progress: ProgressFn = _no_progress, checkpoint: TrainingCheckpoint | None = None) -> MethodResult:
+    """Learned edge masks; the circuit is the top-N edges by learned log α (exactly N edges).
+    `checkpoint`: save the training state every N steps / resume from it (see `train_gates`)."""
     graph = problem.graph
     n = target_edges(graph.n_edges, edges, sparsity)
     exists = graph.exists.to(problem.model.device)
@@ -117,7 +167,7 @@ def edge_pruning(problem: Problem, edges: int | None = None, sparsity: float | N
         return graph.from_flat(z) * exists
 
     log_alpha, hist = train_gates(problem, expand, graph.n_edges, n / graph.n_edges, steps, lr, lr_lambda, init,
-                                  seed, progress, "edge-pruning steps")
+                                  seed, progress, "edge-pruning steps", checkpoint=checkpoint)
     scores = log_alpha.cpu()
     keep = select_top(scores, n)
     info = {"final_loss": hist[-1] if hist else None, "expected_density": float(expected_density(log_alpha))}

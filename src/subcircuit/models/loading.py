@@ -13,6 +13,7 @@ and builds the tokenizer from the GGUF metadata) and caches an fp32 safetensors 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -101,9 +102,19 @@ def load_ours(folder: str | Path, name: str | None = None) -> LoadedModel:
 
 
 def _hf_load(path_or_id: str, local_only: bool, **kw: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import sys
 
-    hf = AutoModelForCausalLM.from_pretrained(path_or_id, local_files_only=local_only, dtype=torch.float32, **kw)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if bars and not sys.stderr.isatty():  # no "Loading weights" bar on a non-terminal stderr
+        hf_logging.disable_progress_bar()
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(path_or_id, local_files_only=local_only, dtype=torch.float32, **kw)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     try:
         tok = AutoTokenizer.from_pretrained(path_or_id, local_files_only=local_only, **kw)
     except (OSError, ValueError, TypeError):
@@ -133,13 +144,48 @@ def load_folder(folder: str | Path, name: str | None = None) -> LoadedModel:
     return LoadedModel(name or folder.name, from_hf(hf), tok, str(folder))
 
 
+def _hub_host() -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+
+
+def _hub_resolves() -> bool:
+    """Whether the Hub's host name resolves: without it, fail at once instead of after ~30 s of
+    huggingface_hub's retries."""
+    import socket
+
+    try:
+        socket.getaddrinfo(_hub_host(), 443)
+        return True
+    except (OSError, UnicodeError):
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """Hide huggingface_hub's per-retry warnings (one stderr line each) while it tries the network:
+    a failure becomes one UserError line; with -vv (subcircuit logging at DEBUG) they are shown."""
+    hub = logging.getLogger("huggingface_hub")
+    before = hub.level
+    if not log.isEnabledFor(logging.DEBUG):
+        hub.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub.setLevel(before)
+
+
 def load_hub(model_id: str, name: str | None = None) -> LoadedModel:
     """A Hugging Face Hub id: the local HF cache first, then the network."""
     try:
         hf, tok = _hf_load(model_id, local_only=True)
     except (OSError, ValueError):
         try:
-            hf, tok = _hf_load(model_id, local_only=False)
+            if not _hub_resolves():
+                raise OSError(f"cannot resolve the Hub's address {_hub_host()!r} (no network?)")
+            with _quiet_hub():
+                hf, tok = _hf_load(model_id, local_only=False)
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(

@@ -1,0 +1,255 @@
+"""Memory check before a run: estimate what a run needs, compare with what is free, refuse early.
+
+A run that does not fit is better refused in a second with one line than killed by the kernel
+after loading for minutes. `check_memory(model, task, ...)` estimates, *before* the model is
+loaded,
+
+    parameters  = n_params × 4 bytes (we run fp32), ×2 for a transformers checkpoint (the
+                  transformers model and ours are both alive while converting)
+    activations = the tensors the patching primitive keeps for one run: the clean and the
+                  ablated output of every sender, the patched forward pass's own, logits over
+                  the vocabulary and attention patterns for the batch; more for the gradient
+                  methods (backward keeps the forward's tensors) and ACDC's speculative batches
+                  (capped by its 2 GiB budget)
+
+from what can be read without loading: the shipped model's files (`subcircuit_model.json` and the
+size of `model.safetensors`), a local folder's `config.json` (or our config), the Hub cache's
+`config.json`, or the known shapes of the named models. The batch is `--n-examples` (or the
+task's default), the sequence length the task file's longest prompt (or 32 tokens for built-in
+tasks, 64 for docstring). Free memory is `psutil.virtual_memory().available` (psutil if installed, else
+`MemAvailable` from /proc/meminfo) for the CPU, `torch.cuda.mem_get_info` for a GPU.
+
+When the estimate exceeds the free memory the run is refused with a `UserError` giving both
+numbers, unless `force` (`--force`). When either number cannot be known (a Hub id that is not
+cached, a platform without /proc/meminfo) the check is skipped (logged at INFO).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from subcircuit.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_PARAM = 4  # our forward pass runs in fp32
+DEFAULT_SEQ = 32  # tokens assumed for built-in tasks (IOI, Greater-Than, ...: 10-20 tokens in BPE tokenizers)
+TASK_SEQ = {"docstring": 64}  # built-in tasks with longer prompts
+ACDC_BUDGET = 2 * 2**30  # the fast path's memory budget for speculative batches (methods/acdc.py)
+GRADIENT_METHODS = ("eap", "eap-ig", "edge-pruning", "sp", "hisp")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes an estimate needs (a subset of ModelConfig, readable without loading)."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_mlp: int
+    vocab_size: int
+    n_params: int
+
+
+# Models known by short name whose config is not on disk before their first load.
+KNOWN_SHAPES: dict[str, Shape] = {
+    "smollm2-135m": Shape(30, 576, 9, 1536, 49152, 134_515_008),
+    "gpt2": Shape(12, 768, 12, 3072, 50257, 124_439_808),
+}
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a run needs: parameters and activations (an estimate, on the high side)."""
+
+    params: int
+    activations: int
+    batch: int
+    seq: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.activations
+
+
+def gb(n: float) -> str:
+    """Bytes as '1.23 GB' (or MB below 0.1 GB)."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+# ------------------------------------------------------------------------------ model sizes
+
+
+def _shape_from_ours(cfg: dict[str, Any], n_params: int) -> Shape:
+    return Shape(int(cfg["n_layers"]), int(cfg["d_model"]), int(cfg["n_heads"]), int(cfg.get("d_mlp") or 0),
+                 int(cfg["vocab_size"]), n_params)
+
+
+def _first(d: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return default
+
+
+def shape_from_hf_config(cfg: dict[str, Any]) -> Shape:
+    """Sizes and parameter count from a transformers `config.json` (GPT-2, Llama, NeoX, ... keys)."""
+    if "text_config" in cfg and isinstance(cfg["text_config"], dict):
+        cfg = cfg["text_config"]
+    d = int(_first(cfg, "hidden_size", "n_embd", "d_model"))
+    n_layers = int(_first(cfg, "num_hidden_layers", "n_layer", "num_layers"))
+    n_heads = int(_first(cfg, "num_attention_heads", "n_head"))
+    kv = int(_first(cfg, "num_key_value_heads", default=n_heads))
+    d_head = int(_first(cfg, "head_dim", default=d // n_heads))
+    d_mlp = int(_first(cfg, "intermediate_size", "n_inner", default=4 * d) or 4 * d)
+    vocab = int(_first(cfg, "vocab_size", default=50257))
+    gated = str(cfg.get("model_type", "")) in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo",
+                                               "olmo2", "phi3", "smollm3", "granite")
+    attn = d * n_heads * d_head * 2 + 2 * d * kv * d_head
+    mlp = (3 if gated else 2) * d * d_mlp
+    embed = vocab * d * (1 if cfg.get("tie_word_embeddings", True) else 2)
+    n_params = embed + n_layers * (attn + mlp + 4 * d) + int(_first(cfg, "n_positions", default=0) or 0) * d
+    return Shape(n_layers, d, n_heads, d_mlp, vocab, n_params)
+
+
+def _folder_shape(folder: Path) -> tuple[Shape, int] | None:
+    """(shape, bytes of parameters while loading) for a folder in our format or transformers'."""
+    ours = folder / "subcircuit_model.json"
+    if ours.exists():
+        cfg = json.loads(ours.read_text())["config"]
+        weights = folder / "model.safetensors"
+        size = weights.stat().st_size if weights.exists() else 0
+        return _shape_from_ours(cfg, size // BYTES_PER_PARAM), size
+    hf = folder / "config.json"
+    if hf.exists():
+        shape = shape_from_hf_config(json.loads(hf.read_text()))
+        return shape, 2 * shape.n_params * BYTES_PER_PARAM
+    return None
+
+
+def model_shape(spec: Any) -> tuple[Shape, int] | None:
+    """(shape, parameter bytes while loading) of a model spec before loading it, or None if unknown."""
+    if not isinstance(spec, str | Path):
+        return None  # an already loaded model: nothing left to load
+    s = str(spec)
+    try:
+        from subcircuit.models import MODELS
+        from subcircuit.models.loading import data_dir
+
+        if s in MODELS:
+            shipped = data_dir() / "models" / s
+            if (shipped / "subcircuit_model.json").exists():
+                return _folder_shape(shipped)
+            if s in KNOWN_SHAPES:
+                shape = KNOWN_SHAPES[s]
+                return shape, shape.n_params * BYTES_PER_PARAM * (2 if s == "gpt2" else 1)
+            return None
+        p = Path(s)
+        if p.is_dir():
+            return _folder_shape(p)
+        if "/" in s and not p.exists():
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(s, "config.json")
+            if isinstance(cached, str):
+                shape = shape_from_hf_config(json.loads(Path(cached).read_text()))
+                return shape, 2 * shape.n_params * BYTES_PER_PARAM
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+        log.info("memory estimate: cannot read the size of model %r (%s)", s, e)
+    return None
+
+
+# ------------------------------------------------------------------------------ task sizes
+
+
+def task_size(task: Any, n_examples: int | None) -> tuple[int, int]:
+    """(batch, tokens per prompt) a task will have, without a tokenizer (an upper estimate)."""
+    from subcircuit.tasks import TASKS, is_task_file
+
+    if n_examples is not None and n_examples < 1:
+        raise UserError(f"the number of examples must be at least 1, not {n_examples}")
+    if isinstance(task, str | Path) and is_task_file(task) and Path(task).is_file():
+        from subcircuit.tasks.files import read_task_file
+
+        tf = read_task_file(task)  # a malformed file fails here with its own one-line error
+        n = len(tf.examples) if n_examples is None else min(n_examples, len(tf.examples))
+
+        def tokens(p: Any) -> int:  # text: at most one token per 2 bytes is plenty for BPE tokenizers
+            return len(p) if not isinstance(p, str) else len(p.encode("utf-8")) // 2 + 2
+
+        seq = max(max(tokens(ex.clean), tokens(ex.corrupted)) for ex in tf.examples[:n])
+        return n, seq
+    spec = TASKS.get(str(task))
+    n = n_examples or (spec.default_n if spec is not None else 16)
+    return n, TASK_SEQ.get(str(task), DEFAULT_SEQ)
+
+
+# ------------------------------------------------------------------------------ the estimate
+
+
+def estimate(shape: Shape, param_bytes: int, batch: int, seq: int, method: str = "acdc",
+             granularity: str = "heads-qkv") -> MemoryEstimate:
+    """Bytes a run needs (see the module docstring for what is counted)."""
+    L, d, H = shape.n_layers, shape.d_model, shape.n_heads
+    n_senders = 1 + (2 * L if granularity == "layers" else L * (H + 1))
+    unit = batch * seq * d * 4  # one sender's output for the batch, fp32
+    acts = 3 * n_senders * unit  # clean outputs, ablated outputs, the patched pass
+    acts += 2 * batch * seq * shape.vocab_size * 4  # full logits of the clean and corrupted runs
+    acts += 2 * batch * H * seq * seq * 4 + 2 * batch * seq * max(shape.d_mlp, d) * 4  # one layer's transients
+    if method in GRADIENT_METHODS:
+        acts += 2 * n_senders * unit + L * batch * H * seq * seq * 4 * 2  # kept for backward
+    if method == "acdc":
+        acts += min(ACDC_BUDGET, 64 * (n_senders + 8) * unit)
+    return MemoryEstimate(int(param_bytes), int(acts), batch, seq)
+
+
+def free_bytes(device: str = "cpu") -> int | None:
+    """Free memory of `device` in bytes (None when it cannot be read)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(model: Any, task: Any, n_examples: int | None = None, method: str = "acdc",
+                 granularity: str = "heads-qkv", device: str = "cpu", force: bool = False) -> MemoryEstimate | None:
+    """Estimate the run's memory before loading `model`; a UserError if it exceeds the free memory
+    (unless `force`). Returns the estimate (None when the model's size cannot be known)."""
+    found = model_shape(model)
+    if found is None:
+        log.info("memory check skipped: the size of model %r is not known before loading", str(model))
+        return None
+    shape, param_bytes = found
+    batch, seq = task_size(task, n_examples)
+    est = estimate(shape, param_bytes, batch, seq, method, granularity)
+    free = free_bytes(device)
+    log.info("memory estimate for %s: %s (parameters %s, activations %s); free on %s: %s", model, gb(est.total),
+             gb(est.params), gb(est.activations), device, "unknown" if free is None else gb(free))
+    if free is not None and est.total > free:
+        msg = (f"model {str(model)!r} needs about {gb(est.total)} (parameters {gb(est.params)}, activations "
+               f"{gb(est.activations)} for {batch} examples × {seq} tokens) but only {gb(free)} is free on {device}; "
+               f"lower --n-examples, or use --force to run anyway")
+        if not force:
+            raise UserError(msg)
+        log.warning("%s (--force given: running anyway)", msg)
+    return est
