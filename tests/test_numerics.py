@@ -10,8 +10,8 @@ from subcircuit import cli
 from subcircuit.discover import check_results, check_scores
 from subcircuit.errors import UserError
 from subcircuit.graph import build_graph
-from subcircuit.methods import get_method, make_problem
 from subcircuit.methods import acdc as acdc_module
+from subcircuit.methods import get_method, make_problem
 from subcircuit.methods.acdc import acdc_fast, acdc_reference
 from subcircuit.methods.base import METHODS, MethodResult, MethodSpec
 from subcircuit.models import load
