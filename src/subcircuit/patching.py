@@ -131,27 +131,40 @@ class _GradSink:
     """Where the per-configuration deltas' gradients gather under autograd, shaped like the
     delta buffer [c sender' N·d]. General mixing steps add mᵀ·dy into a dense buffer (allocated
     on first use); a stage whose receivers all read the same mixture (identical mask rows, as
-    in EAP and EAP-IG) adds the rank-one term w ⊗ Σ_r dy_r, kept as (w, Σ_r dy_r) and summed only
-    when a chunk asks for its gradient."""
+    in EAP and EAP-IG) adds the rank-one term w ⊗ Σ_r dy_r, kept as a column of `w` [c sender' k]
+    and a row of `g` [c k N·d], and summed (one bmm) only when a chunk asks for its gradient."""
 
     def __init__(self, c: int, n: int, nd: int, like: Tensor) -> None:
         self.c, self.n, self.nd, self.like = c, n, nd, like
         self.buf: Tensor | None = None
-        self.rank1: list[tuple[int, Tensor, Tensor]] = []  # (senders read, w [c s], g [c N·d])
+        self.w: Tensor | None = None  # [c sender' capacity], zero beyond each term's senders
+        self.g: Tensor | None = None  # [c capacity N·d]
+        self.k = 0
 
     def dense(self) -> Tensor:
         if self.buf is None:
             self.buf = self.like.new_zeros(self.c, self.n, self.nd)
         return self.buf
 
+    def add_rank1(self, w: Tensor, g: Tensor) -> None:
+        """w [c s] (s ≤ sender'), g [c N·d]: add w ⊗ g to the gradient."""
+        c = w.shape[0]
+        if self.w is None or self.k == self.w.shape[2]:
+            cap = 64 if self.w is None else 2 * self.w.shape[2]
+            w_new, g_new = self.like.new_zeros(self.c, self.n, cap), self.like.new_empty(self.c, cap, self.nd)
+            if self.w is not None:
+                w_new[:, :, : self.k], g_new[:, : self.k] = self.w[:, :, : self.k], self.g[:, : self.k]
+            self.w, self.g = w_new, g_new
+        self.w[:c, : w.shape[1], self.k] = w
+        self.g[:c, self.k] = g
+        self.k += 1
+
     def grad(self, lo: int, shape: torch.Size) -> Tensor:
         """The gradient [c n N d] of the chunk of senders lo..lo+n."""
         c, n = shape[0], shape[1]
         out = self.buf[:c, lo : lo + n] if self.buf is not None else None
-        terms = [(w[:, lo : lo + n], g) for hi, w, g in self.rank1 if hi > lo]
-        if terms:
-            w = torch.stack([t[0] for t in terms], dim=2)  # [c n k]
-            g = torch.stack([t[1] for t in terms], dim=1)  # [c k N·d]
+        if self.k:
+            w, g = self.w[:c, lo : lo + n, : self.k], self.g[:c, : self.k]
             out = torch.bmm(w, g) if out is None else torch.baddbmm(out, w, g)
         if out is None:
             out = self.like.new_zeros(c, n, self.nd)
@@ -213,7 +226,7 @@ class _SharedMixFn(torch.autograd.Function):
     def backward(ctx, dy: Tensor):
         (m,) = ctx.saved_tensors
         dm = torch.bmm(dy, ctx.gbuf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        ctx.sink.rank1.append((m.shape[2], m[:, 0], dy.sum(1)))
+        ctx.sink.add_rank1(m[:, 0], dy.sum(1))
         return (dm, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
 
 
@@ -280,7 +293,7 @@ class _Deltas:
             buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
             gbuf = buf if self.grad_deltas is None else self.grad_deltas[s0:hi].reshape(1, hi - s0, nd).expand(c, -1, -1)
             w = m[:, :, s0:hi]
-            fn = _SharedMixFn if r > 1 and bool((w == w[:, :1]).all()) else _MixFn
+            fn = _SharedMixFn if r == 1 or bool((w == w[:, :1]).all()) else _MixFn
             x = x + fn.apply(w, buf, gbuf, self.sink, *tokens)
         elif hi > s0:
             x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi)[:c].reshape(c, hi - s0, nd))
