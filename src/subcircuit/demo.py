@@ -214,16 +214,18 @@ def run_discovery_demo(out: str = "runs", device: str = "cpu") -> list[Discovery
 
 # ------------------------------------------------------------------------------ IOI circuit of SmolLM2
 
-IOI_N_PROMPTS = 8
+IOI_N_PROMPTS = 16
+IOI_METRIC = "logit-diff"  # as MIB scores IOI; with KL the small candidate sets gave faithfulness < 0.3
 IOI_EAP_EDGES = 100  # EAP-IG circuit size (top edges by score)
-IOI_CANDIDATES = 150  # ACDC tries only the top K EAP-IG edges
+IOI_CANDIDATES = 600  # ACDC tries only the top K EAP-IG edges
 IOI_TAU = 0.01
 
 #: (run folder, options) of the demo's IOI runs on SmolLM2
 IOI_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("smollm2-ioi-eap-ig", {"method": "eap-ig", "edges": IOI_EAP_EDGES, "n_examples": IOI_N_PROMPTS, "ig_steps": 5}),
+    ("smollm2-ioi-eap-ig", {"method": "eap-ig", "edges": IOI_EAP_EDGES, "n_examples": IOI_N_PROMPTS, "ig_steps": 5,
+                            "metric": IOI_METRIC}),
     ("smollm2-ioi-acdc", {"method": "acdc", "candidates": IOI_CANDIDATES, "threshold": IOI_TAU,
-                          "n_examples": IOI_N_PROMPTS, "ig_steps": 5}),
+                          "n_examples": IOI_N_PROMPTS, "ig_steps": 5, "metric": IOI_METRIC}),
 )
 
 
