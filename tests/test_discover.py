@@ -49,6 +49,28 @@ def test_interrupted_run_resumes_to_the_same_circuit(tmp_path):
     assert _strip(a) == _strip(b)
 
 
+@pytest.mark.parametrize("stop_at", [10, 40])  # inside the first τ run; in a later run of the search
+def test_interrupted_target_size_search_resumes_to_the_same_circuit(tmp_path, stop_at):
+    """`--edges N` runs several thresholds; a Ctrl-C anywhere in the search leaves a checkpoint of
+    every run's trace, and `--resume` finishes with the uninterrupted search's circuit and τ."""
+    opts = DiscoverOptions(edges=6, n_examples=8)
+    discover("toy-induction-2l", "induction", opts, out=tmp_path / "whole", report=False)
+    calls = {"n": 0}
+
+    def interrupt(done, total, what):
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        discover("toy-induction-2l", "induction", opts, out=tmp_path / "cut", progress=interrupt, report=False)
+    assert (tmp_path / "cut" / TRACE_FILE).exists() and not (tmp_path / "cut" / "circuit.json").exists()
+    discover("toy-induction-2l", "induction", opts, out=tmp_path / "cut", resume=True, report=False)
+    a = json.loads((tmp_path / "whole" / "circuit.json").read_text())
+    b = json.loads((tmp_path / "cut" / "circuit.json").read_text())
+    assert _strip(a) == _strip(b) and a["params"]["threshold"] == b["params"]["threshold"]
+
+
 def test_target_size_gives_at_most_n_edges(tmp_path):
     c = discover("tracr-reverse", "tracr-reverse", DiscoverOptions(ablation="zero", edges=6), out=tmp_path)
     assert 0 < c.results["n_edges_in_circuit"] <= 6

@@ -23,6 +23,7 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -172,6 +173,22 @@ def _load_trace(path: Path, header: dict[str, Any]) -> list[Trial]:
         raise UserError(f"cannot resume: {path} is damaged ({e})") from e
 
 
+def _save_search(path: Path, header: dict[str, Any], runs: dict[float, list[Trial]]) -> None:
+    """The checkpoint of an `--edges N` search: every run's trace, keyed by τ (repr, exact)."""
+    search = {repr(tau): [[t.receiver, t.sender, t.loss, t.removed] for t in tr] for tau, tr in runs.items()}
+    atomic_write_text(path, json.dumps({"header": header, "trials": [], "search": search}))
+
+
+def _load_search(path: Path, header: dict[str, Any]) -> dict[float, list[Trial]]:
+    _load_trace(path, header)  # checks the options
+    try:
+        search = json.loads(path.read_text()).get("search", {})
+        return {float(tau): [Trial(int(r), int(s), float(loss), bool(rm)) for r, s, loss, rm in rows]
+                for tau, rows in search.items()}
+    except (AttributeError, ValueError, TypeError) as e:
+        raise UserError(f"cannot resume: {path} is damaged ({e})") from e
+
+
 def options_from_trace(folder: str | Path, device: str = "cpu",
                        force: bool = False) -> tuple[DiscoverOptions, str, str]:
     """(options, model, task) of the interrupted run in `folder`: from the header of its ACDC trace
@@ -206,18 +223,29 @@ def run_acdc(problem: Problem, threshold: float, abs_value: bool = False, trace:
 
 
 def acdc_for_size(problem: Problem, n_edges: int, abs_value: bool = False, progress: ProgressFn = _no_progress,
-                  max_runs: int = 12, initial_mask=None):
+                  max_runs: int = 12, initial_mask=None, saved: dict[float, list[Trial]] | None = None,
+                  checkpoint: Callable[[dict[float, list[Trial]]], None] | None = None):
     """The largest ACDC circuit with at most `n_edges` edges, searching τ on a log scale.
 
     Each run replays the trace of the run with the nearest τ until their decisions diverge, so
-    later runs cost a fraction of the first. Returns (state, τ, runs: [(τ, size)])."""
+    later runs cost a fraction of the first. `checkpoint({τ: trace})` is called after every
+    receiver of every run with the traces so far (the current run's partial); passing them back
+    as `saved` resumes the search where it stopped (the τ sequence is deterministic, and a run
+    with its own trace replays it without forward passes). Returns (state, τ, runs: [(τ, size)])."""
     if n_edges > problem.graph.n_edges:
         raise UserError(f"--edges {n_edges} is larger than the graph ({problem.graph.n_edges} edges)")
     runs: dict[float, Any] = {}
+    saved = saved or {}
 
     def run(tau: float):
         near = min(runs, key=lambda t: abs(math.log(t) - math.log(tau)), default=None)
-        st = acdc_fast(problem, tau, abs_value, trace=None if near is None else runs[near].trace, progress=progress,
+        trace = saved.get(tau, None if near is None else runs[near].trace)
+
+        def on_receiver(st) -> None:
+            if checkpoint is not None:
+                checkpoint({**{t: r.trace for t, r in runs.items()}, tau: st.trace})
+
+        st = acdc_fast(problem, tau, abs_value, trace=trace, progress=progress, on_receiver=on_receiver,
                        initial_mask=initial_mask)
         runs[tau] = st
         return int(st.mask.sum())
@@ -312,8 +340,10 @@ def discover(
                                             options.ig, progress)  # deterministic, so a resumed run gets the same
             info["candidates"] = options.candidates
         if options.edges is not None:
-            state, tau, runs = acdc_for_size(problem, options.edges, options.abs_value, progress,
-                                             initial_mask=initial)
+            saved = _load_search(tpath, header) if resume and tpath is not None and tpath.exists() else None
+            state, tau, runs = acdc_for_size(
+                problem, options.edges, options.abs_value, progress, initial_mask=initial, saved=saved,
+                checkpoint=None if tpath is None else (lambda traces: _save_search(tpath, header, traces)))
             params = {"threshold": tau, "target_edges": options.edges, "abs": options.abs_value}
             info["tau_search"] = [{"threshold": t, "n_edges": n} for t, n in runs]
         else:
