@@ -160,17 +160,29 @@ def _save_trace(path: Path, header: dict[str, Any], trace: list[Trial]) -> None:
     atomic_write_text(path, json.dumps({"header": header, "trials": rows}))
 
 
-def _load_trace(path: Path, header: dict[str, Any]) -> list[Trial]:
+def _read_checkpoint(path: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """An ACDC checkpoint file, checked against the run's options."""
     try:
         d = json.loads(path.read_text())
         if d["header"] != header:
             diff = sorted(k for k in set(header) | set(d["header"]) if header.get(k) != d["header"].get(k))
             raise UserError(f"cannot resume from {path}: the run's options differ ({', '.join(diff)})")
-        return [Trial(int(r), int(s), float(loss), bool(rm)) for r, s, loss, rm in d["trials"]]
+        return d
     except (KeyError, ValueError, TypeError) as e:
         if isinstance(e, UserError):
             raise
         raise UserError(f"cannot resume: {path} is damaged ({e})") from e
+
+
+def _trials(rows: Any, path: Path) -> list[Trial]:
+    try:
+        return [Trial(int(r), int(s), float(loss), bool(rm)) for r, s, loss, rm in rows]
+    except (ValueError, TypeError) as e:
+        raise UserError(f"cannot resume: {path} is damaged ({e})") from e
+
+
+def _load_trace(path: Path, header: dict[str, Any]) -> list[Trial]:
+    return _trials(_read_checkpoint(path, header).get("trials"), path)  # missing: damaged
 
 
 def _save_search(path: Path, header: dict[str, Any], runs: dict[float, list[Trial]]) -> None:
@@ -180,12 +192,12 @@ def _save_search(path: Path, header: dict[str, Any], runs: dict[float, list[Tria
 
 
 def _load_search(path: Path, header: dict[str, Any]) -> dict[float, list[Trial]]:
-    _load_trace(path, header)  # checks the options
+    search = _read_checkpoint(path, header).get("search", {})
+    if not isinstance(search, dict):
+        raise UserError(f"cannot resume: {path} is damaged (search is not a mapping)")
     try:
-        search = json.loads(path.read_text()).get("search", {})
-        return {float(tau): [Trial(int(r), int(s), float(loss), bool(rm)) for r, s, loss, rm in rows]
-                for tau, rows in search.items()}
-    except (AttributeError, ValueError, TypeError) as e:
+        return {float(tau): _trials(rows, path) for tau, rows in search.items()}
+    except ValueError as e:
         raise UserError(f"cannot resume: {path} is damaged ({e})") from e
 
 
