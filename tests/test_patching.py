@@ -248,3 +248,17 @@ def test_families_mask_gradients_match_finite_differences(name):
         plus[r, s] += 1e-6
         minus[r, s] -= 1e-6
         torch.testing.assert_close(m.grad[r, s], (f(plus) - f(minus)) / 2e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("gran", GRANULARITIES)
+def test_families_sender_outputs_equal_the_all_ones_patched_run(family_model, gran):
+    """The recording plain forward (`Transformer.run`) gives every sender the output the patched
+    run with all-ones masks computes (the construction it replaced, kept here as the reference)."""
+    from subcircuit.patching import _run
+
+    graph = build_graph(family_model.cfg, gran)
+    clean, _ = _batch(family_model, p=9)
+    zero = make_ablation(family_model, graph, "zero", clean)
+    _, deltas = _run(family_model, graph, clean, zero, graph.full_mask()[None], None, None, want_deltas=True)
+    torch.testing.assert_close(sender_outputs(family_model, graph, clean), deltas[0].unflatten(1, clean.shape),
+                               atol=1e-5, rtol=0)

@@ -80,20 +80,33 @@ def _bias_before(model: Transformer, graph: Graph) -> Tensor:
 
 
 def sender_outputs(model: Transformer, graph: Graph, tokens: Tensor) -> Tensor:
-    """[sender b p d] every sender's output in the plain (unpatched) run on `tokens`."""
-    zero = _make_ablation(model, graph, torch.zeros(len(graph.senders), *tokens.shape, graph.cfg.d_model,
-                                                      device=tokens.device, dtype=model.W_E.dtype), "zero")
-    ones = graph.full_mask(model.W_E.dtype).to(tokens.device)[None]
-    _, deltas = _run(model, graph, tokens, zero, ones, None, None, want_deltas=True)
-    return deltas[0].unflatten(1, tokens.shape)  # deltas == outputs when abl = 0
+    """[sender b p d] every sender's output in the plain (unpatched) run on `tokens`: one plain
+    forward pass that keeps each component's output (`Transformer.run`)."""
+    _, kept = model.run(tokens, keep=True)
+    e = embed(model, tokens)
+    out = e.new_empty(len(graph.senders), *e.shape)
+    out[0] = e
+    for st in graph.stages:
+        if st.kind == "attn":
+            heads = kept[st.layer][0]
+            out[st.senders] = heads if st.senders.stop - st.senders.start == len(heads) else heads.sum(0, keepdim=True)
+        elif st.kind == "mlp":
+            out[st.senders] = kept[st.layer][1]
+    return out
 
 
 def _make_ablation(model: Transformer, graph: Graph, outputs: Tensor, kind: AblationKind) -> Ablation:
-    """outputs [sender b p d] -> Ablation with per-stage base sums."""
-    cum = torch.cat([torch.zeros_like(outputs[:1]), outputs.cumsum(0)])  # [sender+1 b p d]
-    idx = torch.tensor([st.n_senders_before for st in graph.stages], device=outputs.device)
-    base = cum[idx] + _bias_before(model, graph).to(outputs)[:, None, None, :]
-    return Ablation(kind, outputs, base)
+    """outputs [sender b p d] -> Ablation with per-stage base sums (a running sum over the
+    stages, not a cumulative sum over every sender: that would allocate another [sender b p d])."""
+    bias = _bias_before(model, graph).to(outputs)
+    run, prev, base = torch.zeros_like(outputs[0]), 0, []
+    for i, st in enumerate(graph.stages):
+        n = st.n_senders_before
+        if n > prev:
+            run = run + outputs[prev:n].sum(0)
+            prev = n
+        base.append(run + bias[i])
+    return Ablation(kind, outputs, torch.stack(base))
 
 
 def make_ablation(
@@ -212,22 +225,40 @@ class _MixFn(torch.autograd.Function):
 
 
 class _SharedMixFn(torch.autograd.Function):
-    """`_MixFn` for a stage whose mask rows are all equal: the mixture is computed once and
-    copied to every receiver, and the deltas' gradient is the rank-one w ⊗ Σ_r dy_r. Each
-    receiver still gets its own output, so dm [c r s] = dy @ bufᵀ stays per edge."""
+    """A whole stage whose receivers all read the same mixture (equal mask rows, as in EAP and
+    EAP-IG): x = base + Σ_s m[s]·delta_s is computed once, over the shared and the
+    per-configuration senders, and every receiver reads it. Backward: each receiver still gets
+    its own dm[r, s] = dy_r·delta_s (`gbuf` for the per-configuration senders), and the
+    per-configuration deltas' gradient is the rank-one w ⊗ Σ_r dy_r.
+
+    Inputs: m [c r hi], base [N·d], shared [k N·d] (the senders every configuration shares),
+    then buf, gbuf [c hi−k N·d], the sink and the chunks' tokens (None, None, None: no
+    per-configuration senders). Output [c r N·d], one tensor expanded over the receivers."""
 
     @staticmethod
-    def forward(ctx, m: Tensor, buf: Tensor, gbuf: Tensor, sink: _GradSink, *tokens: Tensor) -> Tensor:
+    def forward(ctx, m: Tensor, base: Tensor, shared: Tensor, buf, gbuf, sink, *tokens: Tensor) -> Tensor:
         ctx.save_for_backward(m)
-        ctx.gbuf, ctx.sink, ctx.n_tokens = gbuf, sink, len(tokens)
-        return torch.bmm(m[:, :1], buf).expand(-1, m.shape[1], -1).contiguous()
+        ctx.shared, ctx.gbuf, ctx.sink, ctx.n_tokens = shared, gbuf, sink, len(tokens)
+        c, r = m.shape[:2]
+        k = shared.shape[0]
+        x = torch.addmm(base[None], m[:, 0, :k], shared)[:, None]  # [c 1 N·d]
+        if buf is not None:
+            x = torch.baddbmm(x, m[:, :1, k:], buf)
+        return x.expand(c, r, -1)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         (m,) = ctx.saved_tensors
-        dm = torch.bmm(dy, ctx.gbuf.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        ctx.sink.add_rank1(m[:, 0], dy.sum(1))
-        return (dm, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
+        k = ctx.shared.shape[0]
+        dm = None
+        if ctx.needs_input_grad[0]:
+            dm = dy.new_empty(m.shape)
+            dm[:, :, :k] = (dy.reshape(-1, dy.shape[-1]) @ ctx.shared.T).view(*dy.shape[:2], k)
+            if ctx.gbuf is not None:
+                dm[:, :, k:] = torch.bmm(dy, ctx.gbuf.transpose(1, 2))
+        if ctx.sink is not None:
+            ctx.sink.add_rank1(m[:, 0, k:], dy.sum(1))
+        return (dm, None, None, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
 
 
 class _Deltas:
@@ -282,20 +313,28 @@ class _Deltas:
     def _dense(self, m: Tensor, base: Tensor, hi: int) -> Tensor:
         c, r, nd, s0 = m.shape[0], m.shape[1], base.numel(), self.s0
         k = min(hi, s0)  # a stage may read fewer senders than a cached prefix holds (parallel MLPs)
-        x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ self.shared[:k].reshape(k, nd)).view(c, r, nd)
-        if hi > s0 and self.grad:
+        if self.grad:
             tokens, n = [], s0
             for t, tok in zip(self.chunks, self.tokens, strict=True):
                 if n >= hi:
                     break
                 tokens.append(tok)
                 n += t.shape[1]
-            buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
-            gbuf = buf if self.grad_deltas is None else self.grad_deltas[s0:hi].reshape(1, hi - s0, nd).expand(c, -1, -1)
-            w = m[:, :, s0:hi]
-            fn = _SharedMixFn if r == 1 or bool((w == w[:, :1]).all()) else _MixFn
-            x = x + fn.apply(w, buf, gbuf, self.sink, *tokens)
-        elif hi > s0:
+            buf = gbuf = None
+            if hi > s0:
+                buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
+                gbuf = buf if self.grad_deltas is None else \
+                    self.grad_deltas[s0:hi].reshape(1, hi - s0, nd).expand(c, -1, -1)
+            shared = self.shared[:k].reshape(k, nd)
+            if not (shared.requires_grad or base.requires_grad) and bool((m == m[:, :1]).all()):
+                return _SharedMixFn.apply(m, base.reshape(nd), shared, buf, gbuf, self.sink if buf is not None
+                                          else None, *tokens)
+            x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ shared).view(c, r, nd)
+            if buf is not None:
+                x = x + _MixFn.apply(m[:, :, s0:hi], buf, gbuf, self.sink, *tokens)
+            return x
+        x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ self.shared[:k].reshape(k, nd)).view(c, r, nd)
+        if hi > s0:
             x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi)[:c].reshape(c, hi - s0, nd))
         return x
 

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from subcircuit.errors import UserError
 from subcircuit.methods.base import MethodResult, Problem, ProgressFn, _no_progress, register_method
-from subcircuit.patching import Patcher
+from subcircuit.patching import Patcher, sender_outputs
 
 log = logging.getLogger(__name__)
 IGKind = Literal["inputs", "activations"]
@@ -97,10 +97,9 @@ def eap_ig_scores(problem: Problem, steps: int = 5, ig: IGKind = "inputs", chunk
             total += mask_gradient(problem, a[:, None, None] * full).sum(0)
             progress(min(i + chunk, steps), steps, "eap-ig steps")
     elif ig == "inputs":
-        with torch.no_grad():
-            full_deltas = problem.patcher.prefix(graph.full_mask().to(problem.model.device),
-                                                 len(graph.stages) - 1).deltas
-        p0 = problem.patcher
+        with torch.no_grad():  # the clean run's out_s − abl_s [sender N d]: one plain forward
+            p0 = problem.patcher
+            full_deltas = (sender_outputs(p0.model, graph, p0.tokens) - p0.ablation.outputs).flatten(1, 2)
         patcher = Patcher(p0.model, graph, p0.tokens, p0.ablation, p0.positions, grad_deltas=full_deltas)
         for k, alpha in enumerate(alphas):
             total += mask_gradient(problem, input_mask(problem, alpha)[None], patcher)[0]

@@ -102,19 +102,30 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens [b p] -> logits [b p v]. The plain, unpatched forward pass."""
+        return self.run(tokens)[0]
+
+    def run(self, tokens: Tensor, keep: bool = False) -> tuple[Tensor, list[tuple[Tensor, Tensor | None]]]:
+        """The plain forward pass, optionally keeping every component's output.
+
+        Returns logits [b p v] and, with `keep`, per layer (heads [h b p d] as each head writes
+        to the residual stream, before b_O; MLP output [b p d] or None) — empty otherwise."""
         cfg = self.cfg
         resid = embed(self, tokens)  # [b p d]
         rot = rotary_tables(cfg, tokens.shape[1], resid.device, resid.dtype)
+        kept: list[tuple[Tensor, Tensor | None]] = []
         for block in self.blocks:
             x = resid[None, None]  # [c=1 s=1 b p d]
-            heads = post_attention(block, cfg, attention(block, cfg, x, x, x, rot))  # [1 h b p d]
-            attn_out = heads.sum(1)[0] + block.b_O
+            heads = post_attention(block, cfg, attention(block, cfg, x, x, x, rot))[0]  # [h b p d]
+            attn_out = heads.sum(0) + block.b_O
+            m = None
             if cfg.has_mlp:
-                mlp_in = resid if cfg.parallel_attn_mlp else resid + attn_out
-                resid = resid + attn_out + mlp(block, cfg, mlp_in)
+                m = mlp(block, cfg, resid if cfg.parallel_attn_mlp else resid + attn_out)
+                resid = resid + attn_out + m
             else:
                 resid = resid + attn_out
-        return unembed(self, resid)
+            if keep:
+                kept.append((heads, m))
+        return unembed(self, resid), kept
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
