@@ -232,13 +232,17 @@ class _SharedMixFn(torch.autograd.Function):
     per-configuration deltas' gradient is the rank-one w ⊗ Σ_r dy_r.
 
     Inputs: m [c r hi], base [N·d], shared [k N·d] (the senders every configuration shares),
-    then buf, gbuf [c hi−k N·d], the sink and the chunks' tokens (None, None, None: no
-    per-configuration senders). Output [c r N·d], one tensor expanded over the receivers."""
+    then buf, gbuf [c hi−k N·d], the sink (None, None, None: no per-configuration senders), the
+    `_MaskGradSink` that computes dm for several stages at once (None: here) with the stage's
+    first receiver row, and the chunks' tokens. Output [c r N·d], one tensor expanded over the
+    receivers."""
 
     @staticmethod
-    def forward(ctx, m: Tensor, base: Tensor, shared: Tensor, buf, gbuf, sink, *tokens: Tensor) -> Tensor:
+    def forward(ctx, m: Tensor, base: Tensor, shared: Tensor, buf, gbuf, sink, msink, row0: int,
+                *tokens: Tensor) -> Tensor:
         ctx.save_for_backward(m)
         ctx.shared, ctx.gbuf, ctx.sink, ctx.n_tokens = shared, gbuf, sink, len(tokens)
+        ctx.msink, ctx.row0 = msink, row0
         c, r = m.shape[:2]
         k = shared.shape[0]
         x = torch.addmm(base[None], m[:, 0, :k], shared)[:, None]  # [c 1 N·d]
@@ -251,14 +255,83 @@ class _SharedMixFn(torch.autograd.Function):
         (m,) = ctx.saved_tensors
         k = ctx.shared.shape[0]
         dm = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and ctx.msink is not None:
+            ctx.msink.add(ctx.row0, m.shape[2], dy)  # dm later, several stages in one product
+        elif ctx.needs_input_grad[0]:
             dm = dy.new_empty(m.shape)
             dm[:, :, :k] = (dy.reshape(-1, dy.shape[-1]) @ ctx.shared.T).view(*dy.shape[:2], k)
             if ctx.gbuf is not None:
                 dm[:, :, k:] = torch.bmm(dy, ctx.gbuf.transpose(1, 2))
         if ctx.sink is not None:
             ctx.sink.add_rank1(m[:, 0, k:], dy.sum(1))
-        return (dm, None, None, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
+        return (dm, None, None, None, None, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
+
+
+class _MaskGradSink:
+    """The mask gradient of shared-mixture stages, computed for several stages at once.
+
+    dm[r, s] = dy_r · δ_s reads every earlier sender's delta [N·d] for each stage: bound by
+    memory bandwidth when a stage has few receivers. The stages' dy [c r N·d] are gathered as
+    autograd reaches them (last stage first) and contracted with the deltas in blocks of about
+    `block_rows` receivers, so the deltas are read once per block; `_DeferredMaskGrad` adds the
+    result to the masks' gradient once every stage is done."""
+
+    def __init__(self, shape: torch.Size, deltas: _Deltas, block_rows: int = 64) -> None:
+        # Only the tensors, not `deltas` itself: it holds autograd tensors whose graph holds this
+        # sink (through the mixing steps' ctx), a cycle the garbage collector cannot see.
+        self.shape, self.block_rows = shape, block_rows
+        self.s0, self.shared, self.buf, self.grad_deltas = deltas.s0, deltas.shared, deltas.buf, deltas.grad_deltas
+        self.dm: Tensor | None = None  # [c receiver sender]
+        self.pending: list[tuple[int, int, Tensor]] = []  # (first row, hi, dy [c r N·d])
+
+    def add(self, row0: int, hi: int, dy: Tensor) -> None:
+        self.pending.append((row0, hi, dy))
+        if sum(t.shape[1] for _, _, t in self.pending) >= self.block_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        dy = torch.cat([t for _, _, t in self.pending], dim=1) if len(self.pending) > 1 else self.pending[0][2]
+        c, R, nd = dy.shape
+        hi = max(h for _, h, _ in self.pending)
+        k = min(hi, self.s0)
+        block = dy.new_empty(c, R, hi)
+        block[:, :, :k] = (dy.reshape(c * R, nd) @ self.shared[:k].reshape(k, nd).T).view(c, R, k)
+        if hi > k:
+            block[:, :, k:] = torch.bmm(dy, _gbuf(self.buf, self.grad_deltas, self.s0, hi, c, nd).transpose(1, 2))
+        if self.dm is None:
+            self.dm = dy.new_zeros(self.shape)
+        off = 0
+        for row0, h, t in self.pending:
+            r = t.shape[1]
+            self.dm[:, row0 : row0 + r, :h] += block[:, off : off + r, :h]
+            off += r
+        self.pending = []
+
+
+def _gbuf(buf: Tensor, grad_deltas: Tensor | None, s0: int, hi: int, c: int, nd: int) -> Tensor:
+    """[c hi−s0 N·d] the per-configuration deltas the mask gradient multiplies: this run's
+    (`buf` [c sender−s0 N d]) or `grad_deltas` [sender N d]."""
+    if grad_deltas is None:
+        return buf[:c, : hi - s0].reshape(c, hi - s0, nd)
+    return grad_deltas[s0:hi].reshape(1, hi - s0, nd).expand(c, -1, -1)
+
+
+class _DeferredMaskGrad(torch.autograd.Function):
+    """masks -> a copy; backward adds the gradient `_MaskGradSink` gathered. Every mixing step
+    reads the copy, so autograd runs this backward after all of theirs."""
+
+    @staticmethod
+    def forward(ctx, masks: Tensor, msink: _MaskGradSink) -> Tensor:
+        ctx.msink = msink
+        return masks.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        ctx.msink.flush()
+        dm, ctx.msink.dm = ctx.msink.dm, None
+        return (g if dm is None else g + dm), None
 
 
 class _Deltas:
@@ -282,6 +355,7 @@ class _Deltas:
         self.shared, self.c, self.s0, self.n = shared, c, shared.shape[0], shared.shape[0]
         self.grad = grad
         self.grad_deltas = grad_deltas  # [sender N d] or None
+        self.msink: _MaskGradSink | None = None  # set by `_run` when the masks need a gradient
         self.chunks: list[Tensor] = []
         self.buf = self.sink = None
         if n_senders > self.s0:
@@ -310,7 +384,7 @@ class _Deltas:
             return t[:, : upto - self.s0]
         return self.buf[:, : upto - self.s0]
 
-    def _dense(self, m: Tensor, base: Tensor, hi: int) -> Tensor:
+    def _dense(self, m: Tensor, base: Tensor, hi: int, row0: int = 0) -> Tensor:
         c, r, nd, s0 = m.shape[0], m.shape[1], base.numel(), self.s0
         k = min(hi, s0)  # a stage may read fewer senders than a cached prefix holds (parallel MLPs)
         if self.grad:
@@ -323,12 +397,11 @@ class _Deltas:
             buf = gbuf = None
             if hi > s0:
                 buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
-                gbuf = buf if self.grad_deltas is None else \
-                    self.grad_deltas[s0:hi].reshape(1, hi - s0, nd).expand(c, -1, -1)
+                gbuf = _gbuf(self.buf, self.grad_deltas, s0, hi, c, nd)
             shared = self.shared[:k].reshape(k, nd)
             if not (shared.requires_grad or base.requires_grad) and bool((m == m[:, :1]).all()):
                 return _SharedMixFn.apply(m, base.reshape(nd), shared, buf, gbuf, self.sink if buf is not None
-                                          else None, *tokens)
+                                          else None, self.msink, row0, *tokens)
             x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ shared).view(c, r, nd)
             if buf is not None:
                 x = x + _MixFn.apply(m[:, :, s0:hi], buf, gbuf, self.sink, *tokens)
@@ -361,7 +434,7 @@ class _Deltas:
         c, r = m.shape[:2]
         hi = st.n_senders_before
         if self.grad or hi not in self.sums:
-            x = self._dense(m, base, hi)
+            x = self._dense(m, base, hi, st.rows.start)
         else:
             used = (m != 0).flatten(0, 1).any(0).nonzero().flatten()
             not_one = (m != 1).flatten(0, 1).any(0).nonzero().flatten()
@@ -408,6 +481,9 @@ def _run(
         shared, first = start.deltas, start.stage_index
     grad = torch.is_grad_enabled()
     deltas = _Deltas(shared, c, len(graph.senders), grad, grad_deltas)
+    if grad and masks.requires_grad:
+        deltas.msink = _MaskGradSink(masks.shape, deltas)
+        masks = _DeferredMaskGrad.apply(masks, deltas.msink)
     # Work that need not be done (never under autograd, which needs every value):
     # - a sender no configuration reads (a dead head or MLP) is not computed: its delta only
     #   ever meets mask weight 0, so it is stored as 0;
