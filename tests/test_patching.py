@@ -262,3 +262,35 @@ def test_families_sender_outputs_equal_the_all_ones_patched_run(family_model, gr
     _, deltas = _run(family_model, graph, clean, zero, graph.full_mask()[None], None, None, want_deltas=True)
     torch.testing.assert_close(sender_outputs(family_model, graph, clean), deltas[0].unflatten(1, clean.shape),
                                atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_shared_input_norm_gives_each_slot_its_own_gradient(norm):
+    """The norm of slots that share one input (computed once) equals the per-slot norm, values
+    and per-slot input gradients."""
+    import dataclasses
+
+    from conftest import TINY_CONFIGS
+    from subcircuit.models.transformer import _SharedInputNorm, normalize
+
+    cfg = dataclasses.replace(TINY_CONFIGS["gpt2"], norm=norm)
+    gen = torch.Generator().manual_seed(0)
+    w, b = torch.randn(8, generator=gen, dtype=torch.float64), torch.randn(8, generator=gen, dtype=torch.float64)
+    x1 = torch.randn(2, 1, 3, 4, 8, generator=gen, dtype=torch.float64)
+    dy = torch.randn(2, 5, 3, 4, 8, generator=gen, dtype=torch.float64)
+    with torch.enable_grad():  # this module runs without autograd
+        a = x1.expand(2, 5, 3, 4, 8).clone().requires_grad_(True)  # the reference: five separate copies
+        fast_in = x1.clone().requires_grad_(True)
+        ref = normalize(a, w, b, cfg)
+        out = _SharedInputNorm.apply(fast_in.expand(2, 5, 3, 4, 8), w, b, cfg)
+        torch.testing.assert_close(out, ref)
+        (g_ref,) = torch.autograd.grad(ref, a, dy)
+        slot_grads = {}
+
+        def keep(g):
+            slot_grads["g"] = g
+
+        x = fast_in.expand(2, 5, 3, 4, 8)
+        x.register_hook(keep)
+        _SharedInputNorm.apply(x, w, b, cfg).backward(dy)
+        torch.testing.assert_close(slot_grads["g"], g_ref)

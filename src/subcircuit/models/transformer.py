@@ -239,7 +239,42 @@ def _project_qkv(
 
 def _attn_in(block: Block, cfg: ModelConfig, x: Tensor) -> Tensor:
     """The attention input norm ln1 (none for models without pre-norms)."""
-    return normalize(x, block.ln1_w, block.ln1_b, cfg) if cfg.pre_norms else x
+    if not cfg.pre_norms or cfg.norm == "none":
+        return x
+    w, b = block.ln1_w, block.ln1_b
+    if x.requires_grad and x.shape[1] > 1 and x.stride(1) == 0 and not (w.requires_grad or b.requires_grad):
+        return _SharedInputNorm.apply(x, w, b, cfg)
+    return normalize(x, w, b, cfg)
+
+
+class _SharedInputNorm(torch.autograd.Function):
+    """The norm of slots that all read one input (x [c s ...] expanded over s, as when every
+    receiver of a stage reads the same mixture): normalized once and expanded, while backward
+    still gives each slot its own input gradient, dx_s = r·(g_s − mean(g_s) − u·mean(u·g_s))
+    with g_s = dy_s·w, u the normalized input and r its reciprocal scale (the mean(g_s) term
+    for LayerNorm only). Same values as `normalize` per slot; the weights get no gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor, cfg: ModelConfig) -> Tensor:
+        dtype = x.dtype
+        x1 = x[:, :1].to(_at_least_fp32(dtype))
+        if cfg.norm == "layernorm":
+            x1 = x1 - x1.mean(-1, keepdim=True)
+        r = torch.rsqrt(x1.pow(2).mean(-1, keepdim=True) + cfg.norm_eps)
+        u = x1 * r
+        ctx.save_for_backward(u, r, w)
+        ctx.layernorm, ctx.dtype = cfg.norm == "layernorm", dtype
+        y = u * w.to(u.dtype) + (b.to(u.dtype) if cfg.norm == "layernorm" else 0)
+        return y.to(dtype).expand(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        u, r, w = ctx.saved_tensors
+        g = dy.to(u.dtype) * w.to(u.dtype)
+        inner = g - u * (u * g).mean(-1, keepdim=True)
+        if ctx.layernorm:
+            inner = inner - g.mean(-1, keepdim=True)
+        return (inner * r).to(ctx.dtype), None, None, None
 
 
 def attention_pattern(block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, rot: Rotary | None) -> Tensor:
