@@ -322,6 +322,8 @@ def discover(
     metric_name = options.metric or task_obj.metric or "kl"
     metric = get_metric(metric_name)
     graph = build_graph(loaded.cfg, options.granularity)
+    if options.edges is not None and options.edges > graph.n_edges and options.method != "acdc":
+        raise UserError(f"--edges {options.edges} is invalid; expected 1..{graph.n_edges}")  # before any work
     torch.manual_seed(options.seed)
     problem = make_problem(loaded.model, graph, task_obj, metric, options.ablation)
     out_dir = Path(out) if out is not None else None
