@@ -152,6 +152,7 @@ class _GradSink:
         self.buf: Tensor | None = None
         self.w: Tensor | None = None  # [c sender' capacity], zero beyond each term's senders
         self.g: Tensor | None = None  # [c capacity N·d]
+        self.gsum: Tensor | None = None  # [c N·d] Σ of the g rows so far
         self.k = 0
 
     def dense(self) -> Tensor:
@@ -170,6 +171,7 @@ class _GradSink:
             self.w, self.g = w_new, g_new
         self.w[:c, : w.shape[1], self.k] = w
         self.g[:c, self.k] = g
+        self.gsum = g.clone() if self.gsum is None else self.gsum + g
         self.k += 1
 
     def grad(self, lo: int, shape: torch.Size) -> Tensor:
@@ -177,8 +179,13 @@ class _GradSink:
         c, n = shape[0], shape[1]
         out = self.buf[:c, lo : lo + n] if self.buf is not None else None
         if self.k:
-            w, g = self.w[:c, lo : lo + n, : self.k], self.g[:c, : self.k]
-            out = torch.bmm(w, g) if out is None else torch.baddbmm(out, w, g)
+            w = self.w[:c, lo : lo + n, : self.k]
+            if self.gsum.shape[0] == c and bool((w == w[:, :, :1]).all()):  # every term weighs these
+                term = w[:, :, :1] * self.gsum[:, None]  # senders alike (EAP, EAP-IG): w ⊗ Σ g
+                out = term if out is None else out + term
+            else:
+                g = self.g[:c, : self.k]
+                out = torch.bmm(w, g) if out is None else torch.baddbmm(out, w, g)
         if out is None:
             out = self.like.new_zeros(c, n, self.nd)
         return out.reshape(shape)
@@ -231,24 +238,21 @@ class _SharedMixFn(torch.autograd.Function):
     its own dm[r, s] = dy_r·delta_s (`gbuf` for the per-configuration senders), and the
     per-configuration deltas' gradient is the rank-one w ⊗ Σ_r dy_r.
 
-    Inputs: m [c r hi], base [N·d], shared [k N·d] (the senders every configuration shares),
+    Inputs: m [c r hi], base [N·d], mix [c N·d] = Σ_s m[s]·delta_s (computed by the caller, who
+    can continue the previous stage's sum), shared [k N·d] (the senders every configuration shares),
     then buf, gbuf [c hi−k N·d], the sink (None, None, None: no per-configuration senders), the
     `_MaskGradSink` that computes dm for several stages at once (None: here) with the stage's
     first receiver row, and the chunks' tokens. Output [c r N·d], one tensor expanded over the
     receivers."""
 
     @staticmethod
-    def forward(ctx, m: Tensor, base: Tensor, shared: Tensor, buf, gbuf, sink, msink, row0: int,
+    def forward(ctx, m: Tensor, base: Tensor, mix: Tensor, shared: Tensor, buf, gbuf, sink, msink, row0: int,
                 *tokens: Tensor) -> Tensor:
         ctx.save_for_backward(m)
         ctx.shared, ctx.gbuf, ctx.sink, ctx.n_tokens = shared, gbuf, sink, len(tokens)
         ctx.msink, ctx.row0 = msink, row0
         c, r = m.shape[:2]
-        k = shared.shape[0]
-        x = torch.addmm(base[None], m[:, 0, :k], shared)[:, None]  # [c 1 N·d]
-        if buf is not None:
-            x = torch.baddbmm(x, m[:, :1, k:], buf)
-        return x.expand(c, r, -1)
+        return (base[None] + mix)[:, None].expand(c, r, -1)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
@@ -264,7 +268,7 @@ class _SharedMixFn(torch.autograd.Function):
                 dm[:, :, k:] = torch.bmm(dy, ctx.gbuf.transpose(1, 2))
         if ctx.sink is not None:
             ctx.sink.add_rank1(m[:, 0, k:], dy.sum(1))
-        return (dm, None, None, None, None, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
+        return (dm, None, None, None, None, None, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
 
 
 class _MaskGradSink:
@@ -356,6 +360,7 @@ class _Deltas:
         self.grad = grad
         self.grad_deltas = grad_deltas  # [sender N d] or None
         self.msink: _MaskGradSink | None = None  # set by `_run` when the masks need a gradient
+        self.run: tuple[int, Tensor, Tensor] | None = None  # the last shared stage's (hi, weights, sum)
         self.chunks: list[Tensor] = []
         self.buf = self.sink = None
         if n_senders > self.s0:
@@ -384,6 +389,27 @@ class _Deltas:
             return t[:, : upto - self.s0]
         return self.buf[:, : upto - self.s0]
 
+    def _shared_sum(self, w: Tensor, hi: int, c: int, nd: int) -> Tensor:
+        """Σ_{s<hi} w[:, s]·delta_s [c N·d] for a stage whose receivers share the weights w [c hi]
+        (no autograd). When the previous such stage had the same weights on its senders (EAP,
+        EAP-IG: every stage) its sum is continued, so a stage reads only its new senders' deltas
+        instead of every earlier one's."""
+        lo, total = 0, None
+        if self.run is not None and self.run[0] <= hi and torch.equal(self.run[1], w[:, : self.run[0]]):
+            lo, total = self.run[0], self.run[2]
+        k = min(hi, self.s0)
+        parts = []
+        if lo < k:
+            parts.append(w[:, lo:k] @ self.shared[lo:k].reshape(k - lo, nd))
+        a = max(lo, self.s0)
+        if hi > a:
+            parts.append(torch.bmm(w[:, None, a:hi], self.buf[:c, a - self.s0 : hi - self.s0].reshape(c, hi - a, nd))[:, 0])
+        for p in parts:
+            total = p if total is None else total + p
+        total = w.new_zeros(c, nd) if total is None else total
+        self.run = (hi, w.clone(), total)
+        return total
+
     def _dense(self, m: Tensor, base: Tensor, hi: int, row0: int = 0) -> Tensor:
         c, r, nd, s0 = m.shape[0], m.shape[1], base.numel(), self.s0
         k = min(hi, s0)  # a stage may read fewer senders than a cached prefix holds (parallel MLPs)
@@ -400,8 +426,10 @@ class _Deltas:
                 gbuf = _gbuf(self.buf, self.grad_deltas, s0, hi, c, nd)
             shared = self.shared[:k].reshape(k, nd)
             if not (shared.requires_grad or base.requires_grad) and bool((m == m[:, :1]).all()):
-                return _SharedMixFn.apply(m, base.reshape(nd), shared, buf, gbuf, self.sink if buf is not None
-                                          else None, self.msink, row0, *tokens)
+                with torch.no_grad():
+                    mix = self._shared_sum(m[:, 0].detach(), hi, c, nd)
+                return _SharedMixFn.apply(m, base.reshape(nd), mix, shared, buf, gbuf,
+                                          self.sink if buf is not None else None, self.msink, row0, *tokens)
             x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ shared).view(c, r, nd)
             if buf is not None:
                 x = x + _MixFn.apply(m[:, :, s0:hi], buf, gbuf, self.sink, *tokens)

@@ -269,12 +269,17 @@ class _SharedInputNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        u, r, w = ctx.saved_tensors
-        g = dy.to(u.dtype) * w.to(u.dtype)
-        inner = g - u * (u * g).mean(-1, keepdim=True)
+        u, r, w = ctx.saved_tensors  # u [c 1 .. d], r [c 1 .. 1]
+        dy = dy.to(u.dtype)
+        w = w.to(u.dtype)
+        d = u.shape[-1]
+        # Per slot only three passes over dy: the two projections onto (u·w) and w, and one fused
+        # multiply-add: dx = dy·(w·r) − (u·r)·mean(dy·u·w) [− r·mean(dy·w) for LayerNorm].
+        a = (dy * (u * w)).sum(-1, keepdim=True) / d  # [c s .. 1]
+        dx = torch.addcmul(dy * (w * r), u * r, a, value=-1)
         if ctx.layernorm:
-            inner = inner - g.mean(-1, keepdim=True)
-        return (inner * r).to(ctx.dtype), None, None, None
+            dx = dx - r * ((dy * w).sum(-1, keepdim=True) / d)
+        return dx.to(ctx.dtype), None, None, None
 
 
 def attention_pattern(block: Block, cfg: ModelConfig, q_in: Tensor, k_in: Tensor, rot: Rotary | None) -> Tensor:
