@@ -233,42 +233,32 @@ class _MixFn(torch.autograd.Function):
 
 class _SharedMixFn(torch.autograd.Function):
     """A whole stage whose receivers all read the same mixture (equal mask rows, as in EAP and
-    EAP-IG): x = base + Σ_s m[s]·delta_s is computed once, over the shared and the
-    per-configuration senders, and every receiver reads it. Backward: each receiver still gets
-    its own dm[r, s] = dy_r·delta_s (`gbuf` for the per-configuration senders), and the
-    per-configuration deltas' gradient is the rank-one w ⊗ Σ_r dy_r.
+    EAP-IG): x = base + Σ_s m[s]·delta_s is computed once and every receiver reads it. Backward:
+    each receiver's dy goes to the `_MaskGradSink`, which computes its own dm[r, s] = dy_r·delta_s
+    for several stages at once, and the per-configuration deltas' gradient is the rank-one
+    w ⊗ Σ_r dy_r.
 
     Inputs: m [c r hi], base [N·d], mix [c N·d] = Σ_s m[s]·delta_s (computed by the caller, who
-    can continue the previous stage's sum), shared [k N·d] (the senders every configuration shares),
-    then buf, gbuf [c hi−k N·d], the sink (None, None, None: no per-configuration senders), the
-    `_MaskGradSink` that computes dm for several stages at once (None: here) with the stage's
-    first receiver row, and the chunks' tokens. Output [c r N·d], one tensor expanded over the
-    receivers."""
+    can continue the previous stage's sum), k (the number of senders every configuration
+    shares), the `_GradSink` (None: no per-configuration senders), the mask sink with the
+    stage's first receiver row, and the chunks' tokens. Output [c r N·d], one tensor expanded
+    over the receivers."""
 
     @staticmethod
-    def forward(ctx, m: Tensor, base: Tensor, mix: Tensor, shared: Tensor, buf, gbuf, sink, msink, row0: int,
-                *tokens: Tensor) -> Tensor:
+    def forward(ctx, m: Tensor, base: Tensor, mix: Tensor, k: int, sink, msink, row0: int, *tokens: Tensor) -> Tensor:
         ctx.save_for_backward(m)
-        ctx.shared, ctx.gbuf, ctx.sink, ctx.n_tokens = shared, gbuf, sink, len(tokens)
-        ctx.msink, ctx.row0 = msink, row0
+        ctx.k, ctx.sink, ctx.msink, ctx.row0, ctx.n_tokens = k, sink, msink, row0, len(tokens)
         c, r = m.shape[:2]
         return (base[None] + mix)[:, None].expand(c, r, -1)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         (m,) = ctx.saved_tensors
-        k = ctx.shared.shape[0]
-        dm = None
-        if ctx.needs_input_grad[0] and ctx.msink is not None:
+        if ctx.needs_input_grad[0]:
             ctx.msink.add(ctx.row0, m.shape[2], dy)  # dm later, several stages in one product
-        elif ctx.needs_input_grad[0]:
-            dm = dy.new_empty(m.shape)
-            dm[:, :, :k] = (dy.reshape(-1, dy.shape[-1]) @ ctx.shared.T).view(*dy.shape[:2], k)
-            if ctx.gbuf is not None:
-                dm[:, :, k:] = torch.bmm(dy, ctx.gbuf.transpose(1, 2))
         if ctx.sink is not None:
-            ctx.sink.add_rank1(m[:, 0, k:], dy.sum(1))
-        return (dm, None, None, None, None, None, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
+            ctx.sink.add_rank1(m[:, 0, ctx.k :], dy.sum(1))
+        return (None, None, None, None, None, None, None, *[dy.new_zeros(1)] * ctx.n_tokens)
 
 
 class _MaskGradSink:
@@ -425,11 +415,12 @@ class _Deltas:
                 buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
                 gbuf = _gbuf(self.buf, self.grad_deltas, s0, hi, c, nd)
             shared = self.shared[:k].reshape(k, nd)
-            if not (shared.requires_grad or base.requires_grad) and bool((m == m[:, :1]).all()):
+            if (self.msink is not None and not (shared.requires_grad or base.requires_grad)
+                    and bool((m == m[:, :1]).all())):
                 with torch.no_grad():
                     mix = self._shared_sum(m[:, 0].detach(), hi, c, nd)
-                return _SharedMixFn.apply(m, base.reshape(nd), mix, shared, buf, gbuf,
-                                          self.sink if buf is not None else None, self.msink, row0, *tokens)
+                return _SharedMixFn.apply(m, base.reshape(nd), mix, k, self.sink if buf is not None else None,
+                                          self.msink, row0, *tokens)
             x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ shared).view(c, r, nd)
             if buf is not None:
                 x = x + _MixFn.apply(m[:, :, s0:hi], buf, gbuf, self.sink, *tokens)
