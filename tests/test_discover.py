@@ -15,10 +15,22 @@ from subcircuit.models import load
 
 
 def _strip(d: dict) -> dict:
-    """A circuit file without timings and run-cost counters (a resumed run does less work)."""
+    """A circuit file without timings and run-cost counters (a resumed run does less work), its
+    floats to be compared to 1e-7 (`_approx`): the trials after a resume are batched differently, and batch
+    composition changes float rounding (about 1e-9 here), never a decision."""
     out = {k: v for k, v in d.items() if k != "timings_s"}
     out["results"] = {k: v for k, v in d["results"].items() if k != "forward_configs"}
     return out
+
+
+def _approx(v):
+    if isinstance(v, float):
+        return pytest.approx(v, rel=1e-6, abs=1e-7)
+    if isinstance(v, dict):
+        return {k: _approx(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_approx(x) for x in v]
+    return v
 
 
 def test_tracr_reverse_recovers_ground_truth(tmp_path):
@@ -46,7 +58,7 @@ def test_interrupted_run_resumes_to_the_same_circuit(tmp_path):
     assert run_cli(["discover", "--resume", str(tmp_path / "cut")]) == 0
     a = json.loads((tmp_path / "whole" / "circuit.json").read_text())
     b = json.loads((tmp_path / "cut" / "circuit.json").read_text())
-    assert _strip(a) == _strip(b)
+    assert _strip(b) == _approx(_strip(a))
 
 
 @pytest.mark.parametrize("stop_at", [10, 40])  # inside the first τ run; in a later run of the search
@@ -68,7 +80,7 @@ def test_interrupted_target_size_search_resumes_to_the_same_circuit(tmp_path, st
     discover("toy-induction-2l", "induction", opts, out=tmp_path / "cut", resume=True, report=False)
     a = json.loads((tmp_path / "whole" / "circuit.json").read_text())
     b = json.loads((tmp_path / "cut" / "circuit.json").read_text())
-    assert _strip(a) == _strip(b) and a["params"]["threshold"] == b["params"]["threshold"]
+    assert _strip(b) == _approx(_strip(a)) and a["params"]["threshold"] == b["params"]["threshold"]
 
 
 def test_target_size_gives_at_most_n_edges(tmp_path):

@@ -43,6 +43,7 @@ from subcircuit.models.transformer import (
     rotary_tables,
     unembed,
 )
+from subcircuit.patching_fast import _qkv, run_fast
 
 AblationKind = Literal["corrupted", "mean", "zero"]
 ABLATIONS: tuple[str, ...] = get_args(AblationKind)
@@ -329,7 +330,8 @@ class _DeferredMaskGrad(torch.autograd.Function):
 
 
 class _Deltas:
-    """Sender deltas out − abl [.. sender N d] of one run, in computation order.
+    """Sender deltas out − abl [.. sender N d] of one run under autograd, in computation order
+    (runs without autograd use `patching_fast`).
 
     `shared` [s0 N d] holds the deltas every configuration has in common (the embeddings, or a
     cached prefix). Later ones are per configuration and go into one preallocated buffer
@@ -337,17 +339,10 @@ class _Deltas:
     detached copies and `_MixFn` routes gradients back to the chunks they came from (writing into
     a tensor autograd saw would break backward; concatenating per stage would cost O(stages²)
     memory).
-
-    A receiver's input is `base + Σ_s m[r,s]·delta_s`. Without autograd, only the senders that
-    matter are read: either those with m ≠ 0 (dense form) or, when fewer, those with m ≠ 1
-    against the running residual `full = base + Σ_s delta_s` (complement form:
-    `full − Σ_s (1 − m[r,s])·delta_s`). In ACDC one of the two sets is small at every stage:
-    receivers already pruned keep few edges, receivers not yet visited keep all of them.
     """
 
-    def __init__(self, shared: Tensor, c: int, n_senders: int, grad: bool, grad_deltas: Tensor | None = None) -> None:
+    def __init__(self, shared: Tensor, c: int, n_senders: int, grad_deltas: Tensor | None = None) -> None:
         self.shared, self.c, self.s0, self.n = shared, c, shared.shape[0], shared.shape[0]
-        self.grad = grad
         self.grad_deltas = grad_deltas  # [sender N d] or None
         self.msink: _MaskGradSink | None = None  # set by `_run` when the masks need a gradient
         self.run: tuple[int, Tensor, Tensor] | None = None  # the last shared stage's (hi, weights, sum)
@@ -355,29 +350,20 @@ class _Deltas:
         self.buf = self.sink = None
         if n_senders > self.s0:
             self.buf = shared.new_empty(c, n_senders - self.s0, *shared.shape[1:])
-            if grad:
-                self.sink = _GradSink(c, n_senders - self.s0, shared[0].numel(), shared)
+            self.sink = _GradSink(c, n_senders - self.s0, shared[0].numel(), shared)
         self.tokens: list[Tensor] = []
-        # Running sums of deltas at the last two chunk boundaries: {n_senders: [c N d]}.
-        self.sums = {} if grad else {self.s0: shared.sum(0).expand(c, *shared.shape[1:])}
 
     def append(self, t: Tensor) -> None:
         """t [c s N d] the next senders' deltas."""
         self.buf[:, self.n - self.s0 : self.n - self.s0 + t.shape[1]] = t.detach()
-        if self.grad:
-            self.chunks.append(t)
-            self.tokens.append(_Store.apply(t, self.sink, self.n - self.s0))
-        else:
-            last = self.sums[self.n]
-            self.sums = {self.n: last, self.n + t.shape[1]: last + t.sum(1)}
+        self.chunks.append(t)
+        self.tokens.append(_Store.apply(t, self.sink, self.n - self.s0))
         self.n += t.shape[1]
 
     def per_config(self, upto: int) -> Tensor:
         """[c upto−s0 N d] per-configuration deltas of senders s0..upto."""
-        if self.grad:
-            t = torch.cat(self.chunks, dim=1) if len(self.chunks) > 1 else self.chunks[0]
-            return t[:, : upto - self.s0]
-        return self.buf[:, : upto - self.s0]
+        t = torch.cat(self.chunks, dim=1) if len(self.chunks) > 1 else self.chunks[0]
+        return t[:, : upto - self.s0]
 
     def _shared_sum(self, w: Tensor, hi: int, c: int, nd: int) -> Tensor:
         """Σ_{s<hi} w[:, s]·delta_s [c N·d] for a stage whose receivers share the weights w [c hi]
@@ -403,67 +389,33 @@ class _Deltas:
     def _dense(self, m: Tensor, base: Tensor, hi: int, row0: int = 0) -> Tensor:
         c, r, nd, s0 = m.shape[0], m.shape[1], base.numel(), self.s0
         k = min(hi, s0)  # a stage may read fewer senders than a cached prefix holds (parallel MLPs)
-        if self.grad:
-            tokens, n = [], s0
-            for t, tok in zip(self.chunks, self.tokens, strict=True):
-                if n >= hi:
-                    break
-                tokens.append(tok)
-                n += t.shape[1]
-            buf = gbuf = None
-            if hi > s0:
-                buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
-                gbuf = _gbuf(self.buf, self.grad_deltas, s0, hi, c, nd)
-            shared = self.shared[:k].reshape(k, nd)
-            if (self.msink is not None and not (shared.requires_grad or base.requires_grad)
-                    and bool((m == m[:, :1]).all())):
-                with torch.no_grad():
-                    mix = self._shared_sum(m[:, 0].detach(), hi, c, nd)
-                return _SharedMixFn.apply(m, base.reshape(nd), mix, k, self.sink if buf is not None else None,
-                                          self.msink, row0, *tokens)
-            x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ shared).view(c, r, nd)
-            if buf is not None:
-                x = x + _MixFn.apply(m[:, :, s0:hi], buf, gbuf, self.sink, *tokens)
-            return x
-        x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ self.shared[:k].reshape(k, nd)).view(c, r, nd)
+        tokens, n = [], s0
+        for t, tok in zip(self.chunks, self.tokens, strict=True):
+            if n >= hi:
+                break
+            tokens.append(tok)
+            n += t.shape[1]
+        buf = gbuf = None
         if hi > s0:
-            x = torch.baddbmm(x, m[:, :, s0:hi], self.per_config(hi)[:c].reshape(c, hi - s0, nd))
+            buf = self.buf[:c, : hi - s0].reshape(c, hi - s0, nd)
+            gbuf = _gbuf(self.buf, self.grad_deltas, s0, hi, c, nd)
+        shared = self.shared[:k].reshape(k, nd)
+        if (self.msink is not None and not (shared.requires_grad or base.requires_grad)
+                and bool((m == m[:, :1]).all())):
+            with torch.no_grad():
+                mix = self._shared_sum(m[:, 0].detach(), hi, c, nd)
+            return _SharedMixFn.apply(m, base.reshape(nd), mix, k, self.sink if buf is not None else None,
+                                      self.msink, row0, *tokens)
+        x = base.reshape(1, 1, nd) + (m[:, :, :k].reshape(c * r, k) @ shared).view(c, r, nd)
+        if buf is not None:
+            x = x + _MixFn.apply(m[:, :, s0:hi], buf, gbuf, self.sink, *tokens)
         return x
 
-    def _sparse(self, w: Tensor, start: Tensor, cols: Tensor) -> Tensor:
-        """start [c N d] + Σ over the senders `cols` of w[:, :, col] · delta_col -> [c r N·d]."""
-        c, r = w.shape[:2]
-        nd = start[0].numel()
-        x = start.reshape(c, 1, nd).expand(c, r, nd)
-        sh, pc = cols[cols < self.s0], cols[cols >= self.s0]
-        if len(sh):
-            x = x + (w[:, :, sh].reshape(c * r, -1) @ self.shared[sh].reshape(len(sh), nd)).view(c, r, nd)
-        if len(pc):
-            x = torch.baddbmm(x, w[:, :, pc], self.buf[:c, pc - self.s0].reshape(c, len(pc), nd))
-        return x
-
-    def mix(self, masks: Tensor, st: StageLayout, base: Tensor, rows: Tensor | None = None) -> Tensor:
-        """Receiver inputs [c r N d] of one stage: base + Σ_s mask[r, s] · delta_s.
-
-        masks may hold only the first c' configurations (e.g. masks[:1]); `rows` (positions
-        within the stage) restricts the receivers computed."""
+    def mix(self, masks: Tensor, st: StageLayout, base: Tensor) -> Tensor:
+        """Receiver inputs [c r N d] of one stage: base + Σ_s mask[r, s] · delta_s."""
         m = masks[:, st.rows, : st.n_senders_before]  # [c r sender]
-        if rows is not None:
-            m = m[:, rows]
         c, r = m.shape[:2]
-        hi = st.n_senders_before
-        if self.grad or hi not in self.sums:
-            x = self._dense(m, base, hi, st.rows.start)
-        else:
-            used = (m != 0).flatten(0, 1).any(0).nonzero().flatten()
-            not_one = (m != 1).flatten(0, 1).any(0).nonzero().flatten()
-            if min(len(used), len(not_one)) > hi // 4:  # gathering columns would cost more
-                x = self._dense(m, base, hi)
-            elif len(used) <= len(not_one):
-                x = self._sparse(m, base.expand(c, *base.shape), used)
-            else:
-                x = self._sparse(m - 1, base + self.sums[hi][:c], not_one)
-        return x.view(c, r, *base.shape)
+        return self._dense(m, base, st.n_senders_before, st.rows.start).view(c, r, *base.shape)
 
     def all(self) -> Tensor:
         """[c sender N d] every delta so far."""
@@ -486,6 +438,12 @@ def _run(
     skip_dead: bool = True,
     grad_deltas: Tensor | None = None,
 ):
+    """The patched run: masks [c receiver sender] -> (logits [c b v] at `positions` or
+    [c b p v], deltas [c sender N d] if `want_deltas`). Without autograd it is
+    `patching_fast.run_fast`; under autograd every configuration computes every component
+    (autograd needs every value), and this is the reference the fast path is tested against."""
+    if not torch.is_grad_enabled():
+        return run_fast(model, graph, tokens, ablation, masks, positions, start, want_deltas, stop_stage, skip_dead)
     cfg = model.cfg
     c = masks.shape[0]
     b, p = tokens.shape
@@ -498,38 +456,15 @@ def _run(
         shared, first = embed(model, tokens).reshape(1, N, d) - abl[:1], 0
     else:
         shared, first = start.deltas, start.stage_index
-    grad = torch.is_grad_enabled()
-    deltas = _Deltas(shared, c, len(graph.senders), grad, grad_deltas)
-    if grad and masks.requires_grad:
+    deltas = _Deltas(shared, c, len(graph.senders), grad_deltas)
+    if masks.requires_grad:
         deltas.msink = _MaskGradSink(masks.shape, deltas)
         masks = _DeferredMaskGrad.apply(masks, deltas.msink)
-    # Work that need not be done (never under autograd, which needs every value):
-    # - a sender no configuration reads (a dead head or MLP) is not computed: its delta only
-    #   ever meets mask weight 0, so it is stored as 0;
-    # - a receiver whose input is the same in every configuration (its mask row agrees and it
-    #   reads no sender that differs between configurations) is mixed once, for configuration
-    #   0, and a component all of whose inputs are the same is computed once and shared. In
-    #   ACDC's batches only one receiver's row differs.
-    skip = not grad and skip_dead
-    alive = masks.ne(0).flatten(0, 1).any(0).cpu() if skip else None
-    varying = torch.zeros(len(graph.senders), dtype=torch.bool) if not grad and c > 1 else None
     stop = len(graph.stages) if stop_stage is None else stop_stage
     logits = None
     for si in range(first, stop):
         st = graph.stages[si]
-        n_out = st.senders.stop - st.senders.start
-        if alive is not None and st.kind != "logits" and not bool(alive[st.senders].any()):
-            deltas.append(abl.new_zeros(c, n_out, N, d))
-            continue
-        rvar = _varying_rows(masks, st, varying)  # [r] bool, or None: all may vary
-        if rvar is None or bool(rvar.all()):
-            x = deltas.mix(masks, st, base[si])  # [c r N d]
-        else:
-            x = deltas.mix(masks[:1], st, base[si]).expand(c, -1, -1, -1)
-            if bool(rvar.any()):
-                vr = rvar.nonzero().flatten().to(masks.device)
-                x = x.clone()
-                x[:, vr] = deltas.mix(masks, st, base[si], vr)
+        x = deltas.mix(masks, st, base[si])  # [c r N d]
         if st.kind == "logits":
             resid = x[:, 0].reshape(c, b, p, d)
             if positions is not None:
@@ -537,100 +472,15 @@ def _run(
             logits = unembed(model, resid)
             break
         if st.kind == "mlp":
-            if rvar is not None and not bool(rvar[0]):
-                out = mlp(model.blocks[st.layer], cfg, x[:1, 0])[:, None].expand(c, 1, N, d)
-            else:
-                out = mlp(model.blocks[st.layer], cfg, x[:, 0])[:, None]  # [c 1 N d]
-                if varying is not None:
-                    varying[st.senders] = True
-            deltas.append(out - abl[st.senders])
-            continue
-        x5 = x.reshape(c, -1, b, p, d)
-        blk = model.blocks[st.layer]
-        H = cfg.n_heads
-        per_head = n_out == H
-        # With post-norms every head's output depends on all heads of its layer (one norm scale):
-        # all heads are computed, and if one varies between configurations all of them do.
-        post = cfg.post_norms
-        live = alive[st.senders] if alive is not None and per_head and not post else torch.ones(H, dtype=torch.bool)
-        hvar = torch.ones(H, dtype=torch.bool) if rvar is None else _head_varies(cfg, st, rvar)
-        if not per_head:  # one sender for the whole layer
-            hvar = hvar.any().expand(H)
-        if bool(live.all()) and (bool(hvar.all()) or not bool(hvar.any())):  # one group: no scatter
-            xs = x5 if bool(hvar.any()) else x5[:1]
-            out = post_attention(blk, cfg, attention(blk, cfg, *_qkv(xs, st), rot))
-            out = out.flatten(2, 3)
-            if not per_head:
+            out = mlp(model.blocks[st.layer], cfg, x[:, 0])[:, None]  # [c 1 N d]
+        else:
+            blk = model.blocks[st.layer]
+            out = post_attention(blk, cfg, attention(blk, cfg, *_qkv(x.reshape(c, -1, b, p, d), st), rot))
+            out = out.flatten(2, 3)  # [c h N d]
+            if st.senders.stop - st.senders.start != cfg.n_heads:  # one sender for the whole layer
                 out = out.sum(1, keepdim=True)
-            if varying is not None:
-                varying[st.senders] = hvar if per_head else hvar[:1]
-            deltas.append((out - abl[st.senders]).expand(c, n_out, N, d))
-            continue
-        delta = abl.new_zeros(c, n_out, N, d)
-        raw = abl.new_zeros(c, H, b, p, d) if post else None  # post-norms: heads before the norm
-        for group_varies in (False, True):
-            sel = (hvar == group_varies) & live
-            if not bool(sel.any()):
-                continue
-            heads = None if bool(sel.all()) else sel.nonzero().flatten().to(x.device)
-            xs = x5 if group_varies else x5[:1]
-            out = attention(blk, cfg, *_qkv(xs, st), rot, heads)
-            if raw is not None:
-                raw[:, sel.to(x.device)] = out
-                continue
-            out = out.flatten(2, 3)
-            if not per_head:
-                delta[:] = out.sum(1, keepdim=True) - abl[st.senders]
-            elif heads is None:
-                delta[:] = out - abl[st.senders]
-            else:
-                delta[:, heads] = out - abl[st.senders][heads]
-        if raw is not None:
-            out = post_attention(blk, cfg, raw).flatten(2, 3)
-            delta[:] = (out if per_head else out.sum(1, keepdim=True)) - abl[st.senders]
-            hvar = hvar.any().expand(H)
-        if varying is not None:
-            varying[st.senders] = hvar if per_head else hvar[:1]
-        deltas.append(delta)
+        deltas.append(out - abl[st.senders])
     return logits, (deltas.all() if want_deltas else None)
-
-
-def _qkv(x5: Tensor, st: StageLayout) -> tuple[Tensor, Tensor, Tensor]:
-    """The query, key and value inputs [c s b p d] of an attention stage from its receiver
-    inputs x5 [c r b p d]. Split (not sliced) when they tile the rows: under autograd a
-    slice's backward fills a zero tensor of the whole input for each of the three."""
-    q, k, v = st.q, st.k, st.v
-    n = x5.shape[1]
-    if q == k == v and (q.start, q.stop) == (0, n):
-        return x5, x5, x5
-    if q.start == 0 and q.stop == k.start and k.stop == v.start and v.stop == n:
-        return tuple(x5.split([q.stop - q.start, k.stop - k.start, v.stop - v.start], dim=1))  # type: ignore[return-value]
-    return x5[:, q], x5[:, k], x5[:, v]
-
-
-def _varying_rows(masks: Tensor, st: StageLayout, varying: Tensor | None) -> Tensor | None:
-    """[r] whether each receiver of the stage may see different inputs in different
-    configurations (its mask row differs, or it reads a sender that differs); None: all may."""
-    if varying is None:
-        return None
-    m = masks[:, st.rows, : st.n_senders_before]
-    differs = (m != m[:1]).any(-1).any(0)
-    v = varying[: st.n_senders_before].to(m.device)
-    if bool(v.any()):
-        differs |= (m[:, :, v] != 0).any(-1).any(0)
-    return differs.cpu()
-
-
-def _head_varies(cfg, st: StageLayout, rvar: Tensor) -> Tensor:
-    """[h] whether any of a head's query, key or value inputs varies between configurations."""
-    H = cfg.n_heads
-    idx = torch.arange(H)
-    out = torch.zeros(H, dtype=torch.bool)
-    for sl in (st.q, st.k, st.v):
-        n = sl.stop - sl.start
-        rows = idx if n == H else (idx // cfg.group_size if n == cfg.kv_heads else torch.zeros(H, dtype=torch.long))
-        out |= rvar[sl.start + rows]
-    return out
 
 
 @dataclass(frozen=True, eq=False)
