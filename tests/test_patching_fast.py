@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subcircuit.graph import GRANULARITIES, build_graph
-from subcircuit.patching import Patcher, make_ablation
+from subcircuit.patching import Patcher, Prefix, make_ablation
 
 torch.set_grad_enabled(False)
 
@@ -65,3 +65,33 @@ def test_fast_run_equals_autograd_run_on_random_batches(seed, c, density):
     p = Patcher(model, graph, clean, make_ablation(model, graph, "corrupted", clean, corr))
     masks = (torch.rand(c, *graph.shape, generator=g) < density).float()
     torch.testing.assert_close(*_both(p, masks), atol=1e-5, rtol=0)
+
+
+def test_memo_reuses_outputs_without_changing_results(family_model):
+    """ACDC's sequence of batches (later stages first, each from its prefix, the graph pruned a
+    little after each): with a `Memo` the logits are those of runs without one, and components
+    whose inputs did not change are reused."""
+    from subcircuit.patching_fast import Memo
+
+    graph = build_graph(family_model.cfg, "heads-qkv")
+    g = torch.Generator().manual_seed(2)
+    v = family_model.cfg.vocab_size
+    clean, corr = torch.randint(0, v, (3, 8), generator=g), torch.randint(0, v, (3, 8), generator=g)
+    p = Patcher(family_model, graph, clean, make_ablation(family_model, graph, "corrupted", clean, corr),
+                torch.tensor([7, 3, 5]))
+    start = graph.full_mask()
+    n = len(graph.stages)
+    deltas = p.prefix(start, n - 1).deltas
+    memo, cur = Memo(), start.clone()
+    for si in reversed(range(n)):
+        st = graph.stages[si]
+        pre = Prefix(si, deltas[: st.senders.start])
+        for _ in range(3):
+            masks = cur.repeat(3, 1, 1)
+            for j in range(1, 3):
+                r = int(torch.randint(st.rows.start, st.rows.stop, (1,), generator=g))
+                masks[j:, r, int(torch.randint(0, graph.shape[1], (1,), generator=g))] = 0
+            torch.testing.assert_close(p.logits(masks, start=pre, memo=memo), p.logits(masks, start=pre),
+                                       atol=1e-6, rtol=0)
+            cur = masks[-1] if bool(torch.rand(1, generator=g) < 0.5) else cur  # "removed"
+    assert memo.hits > 0

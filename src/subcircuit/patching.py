@@ -43,7 +43,7 @@ from subcircuit.models.transformer import (
     rotary_tables,
     unembed,
 )
-from subcircuit.patching_fast import _qkv, run_fast
+from subcircuit.patching_fast import Memo, _qkv, run_fast
 
 AblationKind = Literal["corrupted", "mean", "zero"]
 ABLATIONS: tuple[str, ...] = get_args(AblationKind)
@@ -437,13 +437,15 @@ def _run(
     stop_stage: int | None = None,
     skip_dead: bool = True,
     grad_deltas: Tensor | None = None,
+    memo: Memo | None = None,
 ):
     """The patched run: masks [c receiver sender] -> (logits [c b v] at `positions` or
     [c b p v], deltas [c sender N d] if `want_deltas`). Without autograd it is
     `patching_fast.run_fast`; under autograd every configuration computes every component
     (autograd needs every value), and this is the reference the fast path is tested against."""
     if not torch.is_grad_enabled():
-        return run_fast(model, graph, tokens, ablation, masks, positions, start, want_deltas, stop_stage, skip_dead)
+        return run_fast(model, graph, tokens, ablation, masks, positions, start, want_deltas, stop_stage, skip_dead,
+                        memo)
     cfg = model.cfg
     c = masks.shape[0]
     b, p = tokens.shape
@@ -499,14 +501,16 @@ class Patcher:
     positions: Tensor | None = None
     grad_deltas: Tensor | None = None
 
-    def logits(self, masks: Tensor, start: Prefix | None = None, skip_dead: bool = True) -> Tensor:
+    def logits(self, masks: Tensor, start: Prefix | None = None, skip_dead: bool = True,
+               memo: Memo | None = None) -> Tensor:
         """masks [c receiver sender] or [receiver sender] -> logits [c b v] at `positions`
         (or [c b p v] without positions). With `start`, the run begins at its stage and the
         masks' rows for earlier receivers are ignored (the prefix fixed them). `skip_dead=False`
-        computes every component, even those no configuration reads."""
+        computes every component, even those no configuration reads. `memo` (no autograd): reuse
+        component outputs across calls that share this batch and prefix cache (`patching_fast.Memo`)."""
         masks = masks[None] if masks.dim() == 2 else masks
         logits, _ = _run(self.model, self.graph, self.tokens, self.ablation, masks.to(self.model.W_E.dtype),
-                         self.positions, start, skip_dead=skip_dead, grad_deltas=self.grad_deltas)
+                         self.positions, start, skip_dead=skip_dead, grad_deltas=self.grad_deltas, memo=memo)
         return logits
 
     def prefix(self, mask: Tensor, stage_index: int) -> Prefix:

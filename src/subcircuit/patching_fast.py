@@ -17,7 +17,8 @@ a handful of edges, so almost everything they compute is the same:
 - within an attention stage the heads whose inputs agree across configurations run once, the
   others once per configuration, and only the receiver rows those heads read are mixed per
   configuration;
-- the logits' input is mixed only at the positions the metric reads.
+- only the positions the metric reads are computed from the last attention layer on: its
+  queries, its outputs and everything after it (the keys and values still cover every position).
 
 Shapes: N = b·p flattened token positions, d = d_model, c configurations, r receivers of a
 stage, hi = senders a stage can read.
@@ -47,44 +48,101 @@ if TYPE_CHECKING:
 SHARED, CONFIG, ZERO = 0, 1, 2
 
 
+class Memo:
+    """Outputs of components whose inputs were the same in every configuration, kept from one
+    run to the next on the same batch, ablation and prefix cache (an ACDC run's trials), and
+    reused while the component's mask rows and every sender it reads are unchanged.
+
+    Every sender value in a run has a version: 0 for the cached prefix and the embeddings
+    (values that never change within an ACDC run), −1 for a dead sender (zero), −2 for one
+    that differs between configurations, and a fresh number each time a component is computed
+    (a reused output keeps its number). A component's entry holds its rows of configuration
+    0's mask, the versions of the senders those rows read, and its delta."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[int, int, bool], tuple[Tensor, Tensor, Tensor, Tensor, int]] = {}
+        self.counter = 0
+        self.hits = self.misses = 0
+
+    def fresh(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    def get(self, key: tuple[int, int, bool], rows: Tensor, ver: Tensor) -> tuple[Tensor, int] | None:
+        """The stored (delta, version) if `rows` [k hi] and the versions `ver` of what they read match."""
+        e = self.entries.get(key)
+        if e is not None and e[0].shape == rows.shape and torch.equal(e[0], rows) and torch.equal(ver[e[1]], e[2]):
+            self.hits += 1
+            return e[3], e[4]
+        self.misses += 1
+        return None
+
+    def put(self, key: tuple[int, int, bool], rows: Tensor, ver: Tensor, delta: Tensor, version: int) -> None:
+        cols = rows.ne(0).any(0).nonzero().flatten().cpu()
+        self.entries[key] = (rows.clone(), cols, ver[cols].clone(), delta.clone(), version)
+
+
 class _Store:
     """Sender deltas of one run. The first `s0` (embeddings or a cached prefix, [s0 N d]) are
     shared; each later sender is shared ([N d], kept once), per configuration ([c N d]) or zero.
+    Senders from `n_pos` on (the last attention layer's and later, when only the metric's
+    positions are wanted) are kept at those positions only: [n d] in the first n rows of N.
 
-    `sums` keeps the running sum of all deltas [1 or c, N, d] at the last two stage boundaries
-    (a parallel block's MLP reads one boundary back) for the complement form of `mix`."""
+    `sums` keeps the running sum of all deltas [1 or c, N or n, d] at the last two stage
+    boundaries (a parallel block's MLP reads one boundary back), for the complement form of
+    `mix`."""
 
-    def __init__(self, prefix: Tensor, c: int, n_senders: int) -> None:
+    def __init__(self, prefix: Tensor, c: int, n_senders: int, memo: Memo | None = None) -> None:
         self.pre, self.c, self.s0, self.n = prefix, c, prefix.shape[0], prefix.shape[0]
         later, shape = n_senders - self.s0, prefix.shape[1:]
         self.kind = torch.full((n_senders,), SHARED, dtype=torch.int8)
         self.sbuf = prefix.new_empty(later, *shape) if later else None  # [later N d]
         self.cbuf = prefix.new_empty(c, later, *shape) if later and c > 1 else None  # [c later N d]
+        self.n_pos: int | None = None
         self.sums: dict[int, Tensor] = {self.s0: prefix.sum(0, keepdim=True)}
+        self.ver = torch.zeros(n_senders, dtype=torch.long)  # see `Memo`
+        self.memo = memo if memo is not None else Memo()
 
     def append(self, n_out: int, shared: tuple[Tensor, Tensor] | None = None,
-               config: tuple[Tensor, Tensor] | None = None) -> None:
-        """The next stage's n_out senders: `shared` = (indices [k], deltas [k N d]), `config` =
-        (indices [k], deltas [c k N d]) within the stage; the rest are zero."""
-        lo = self.n - self.s0
+               config: tuple[Tensor, Tensor] | None = None, pick: Tensor | None = None,
+               versions: Tensor | None = None) -> None:
+        """The next stage's n_out senders: `shared` = (indices [k], deltas [k N' d]), `config` =
+        (indices [k], deltas [c k N' d]) within the stage; the rest are zero. With `pick` [n]
+        the deltas are at those flattened positions only (N' = n), as every later one must be.
+        `versions` [k]: the shared deltas' versions (default: fresh ones)."""
+        if pick is not None and self.n_pos is None:
+            self.n_pos = self.n
+            self.sums[self.n] = self.sums[self.n].index_select(-2, pick)
+        lo, n_rows = self.n - self.s0, None if pick is None else len(pick)
         self.kind[self.n : self.n + n_out] = ZERO
+        self.ver[self.n : self.n + n_out] = -1
         total = self.sums[self.n]
         if config is not None and self.c == 1:  # one configuration: nothing to tell apart
             idx, t = config
-            shared = (idx, t[0]) if shared is None else (torch.cat([shared[0], idx]), torch.cat([shared[1], t[0]]))
+            new = torch.tensor([self.memo.fresh() for _ in range(len(idx))], dtype=torch.long)
+            if shared is None:
+                shared, versions = (idx, t[0]), new
+            else:
+                old = versions if versions is not None else self._fresh(len(shared[0]))
+                shared, versions = (torch.cat([shared[0], idx]), torch.cat([shared[1], t[0]])), torch.cat([old, new])
             config = None
         if shared is not None:
             idx, t = shared
             self.kind[self.n + idx] = SHARED
-            self.sbuf[lo + idx.to(self.sbuf.device)] = t
+            self.ver[self.n + idx] = versions if versions is not None else self._fresh(len(idx))
+            self.sbuf[lo + idx.to(self.sbuf.device), :n_rows] = t
             total = total + t.sum(0, keepdim=True)
         if config is not None:
             idx, t = config
             self.kind[self.n + idx] = CONFIG
-            self.cbuf[:, lo + idx.to(self.cbuf.device)] = t
+            self.ver[self.n + idx] = -2
+            self.cbuf[:, lo + idx.to(self.cbuf.device), :n_rows] = t
             total = total + t.sum(1)
         self.sums = {self.n: self.sums[self.n], self.n + n_out: total}
         self.n += n_out
+
+    def _fresh(self, k: int) -> Tensor:
+        return torch.tensor([self.memo.fresh() for _ in range(k)], dtype=torch.long)
 
     def varying_rows(self, m: Tensor) -> Tensor:
         """[r] whether each receiver (weights m [c r hi]) may see different inputs in different
@@ -97,53 +155,62 @@ class _Store:
 
     def mix(self, w: Tensor, base: Tensor, pick: Tensor | None = None) -> Tensor:
         """Receiver inputs base + Σ_s w[:, :, s]·delta_s -> [c' r N' d] for weights w [c' r hi]
-        (c' = 1: configuration 0 only, or c), base [N d]. pick [n] (optional): the flattened
-        positions to compute (N' = n), else all (N' = N)."""
+        (c' = 1: configuration 0 only, or c), base [N d]. pick [n] (optional; required once
+        senders are kept at positions only): the flattened positions to compute (N' = n)."""
         c1, r, hi = w.shape
         kind = self.kind[:hi]
         real = (kind != ZERO).to(w.device)
         used = ((w != 0).flatten(0, 1).any(0) & real).cpu()
         not_one = ((w != 1).flatten(0, 1).any(0) & real).cpu()
-        complement = hi in self.sums and int(not_one.sum()) < int(used.sum())
-        if complement:
-            start, cols, w = base + self.sums[hi][:c1], not_one, w - 1
-        else:
-            start, cols = base[None], used
+        n_full = hi if self.n_pos is None else min(hi, self.n_pos)
+        if n_full < hi and pick is None:  # pragma: no cover - a bug, not a user error
+            raise RuntimeError("senders kept at the metric's positions only were read at every position")
 
         def sel(t: Tensor) -> Tensor:  # [.. N d] -> [.. N' d]
             return t if pick is None else t.index_select(-2, pick)
 
-        x = sel(start).reshape(start.shape[0], 1, -1)  # [1|c' 1 N'·d]
-        x = x.expand(c1, r, x.shape[-1])
-        nd = x.shape[-1]
-        cols_pre = cols[: self.s0].nonzero().flatten()
+        x = sel(base)[None]  # [1 N' d]
+        complement = hi in self.sums and int(not_one.sum()) < int(used.sum())
+        if complement:
+            total = self.sums[hi][:c1]
+            x = x + (total if self.n_pos is not None and hi >= self.n_pos else sel(total))  # picked at the switch
+            cols, w = not_one, w - 1
+        else:
+            cols = used
+        nd = x[0].numel()
+        x = x.reshape(x.shape[0], 1, nd).expand(c1, r, nd)
         parts: list[Tensor] = []
-        if len(cols_pre) > self.s0 // 4:  # dense over the prefix (the others' weights are 0)
-            k = min(hi, self.s0)
+        cols_pre = cols[: self.s0].nonzero().flatten()
+        k = min(hi, self.s0)
+        if len(cols_pre) * (r + 2) > k * r:  # dense over the prefix (the others' weights are 0)
             parts.append((w[:, :, :k].reshape(c1 * r, k) @ sel(self.pre[:k]).reshape(k, nd)).view(c1, r, nd))
         elif len(cols_pre):
             g = sel(self.pre[cols_pre.to(self.pre.device)])
             parts.append((w[:, :, cols_pre].reshape(c1 * r, -1) @ g.reshape(len(cols_pre), nd)).view(c1, r, nd))
         later = cols.clone()
         later[: self.s0] = False
+        n_rows = x.shape[-1] // base.shape[-1]
         for want, buf in ((SHARED, self.sbuf), (CONFIG, self.cbuf)):
-            idx = (later & (kind == want)).nonzero().flatten()
-            if not len(idx):
-                continue
-            at = (idx - self.s0).to(w.device)
-            wk = w[:, :, idx.to(w.device)]  # [c' r k]
-            if want == SHARED:
-                g = sel(buf[at]).reshape(len(idx), nd)
-                parts.append((wk.reshape(c1 * r, -1) @ g).view(c1, r, nd))
-            else:
-                g = sel(buf[:c1, at]).reshape(c1, len(idx), nd)
-                parts.append(torch.bmm(wk, g))
+            for lo, hi_ in ((self.s0, n_full), (n_full, hi)):  # every position / metric positions only
+                idx = (later & (kind == want)).nonzero().flatten()
+                idx = idx[(idx >= lo) & (idx < hi_)]
+                if not len(idx):
+                    continue
+                at = (idx - self.s0).to(w.device)
+                wk = w[:, :, idx.to(w.device)]  # [c' r k]
+                g = buf[at] if want == SHARED else buf[:c1, at]
+                g = sel(g) if lo < n_full else g[..., :n_rows, :]
+                if want == SHARED:
+                    parts.append((wk.reshape(c1 * r, -1) @ g.reshape(len(idx), nd)).view(c1, r, nd))
+                else:
+                    parts.append(torch.bmm(wk, g.reshape(c1, len(idx), nd)))
         for p in parts:
             x = x + p
         return x.view(c1, r, -1, base.shape[-1])
 
     def all(self) -> Tensor:
         """[c sender N d] every delta so far (for caching a prefix)."""
+        assert self.n_pos is None, "a run at the metric's positions only has no full deltas"
         out = [self.pre[None].expand(self.c, *self.pre.shape)]
         for s in range(self.s0, self.n):
             k = int(self.kind[s])
@@ -167,9 +234,11 @@ def run_fast(
     want_deltas: bool = False,
     stop_stage: int | None = None,
     skip_dead: bool = True,
+    memo: Memo | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """`patching._run` without autograd: masks [c receiver sender] -> (logits [c b v] at
-    `positions` or [c b p v], deltas [c sender N d] if `want_deltas`)."""
+    `positions` or [c b p v], deltas [c sender N d] if `want_deltas`). `memo`: reuse component
+    outputs across runs on the same batch, ablation and prefix cache (see `Memo`)."""
     cfg = model.cfg
     c = masks.shape[0]
     b, p = tokens.shape
@@ -182,16 +251,23 @@ def run_fast(
         prefix, first = embed(model, tokens).reshape(1, N, d) - abl[:1], 0
     else:
         prefix, first = start.deltas, start.stage_index
-    store = _Store(prefix, c, len(graph.senders))
+    store = _Store(prefix, c, len(graph.senders), memo)
     alive = masks.ne(0).flatten(0, 1).any(0).cpu() if skip_dead else None
-    pick = None if positions is None else torch.arange(b, device=tokens.device) * p + positions
     stop = len(graph.stages) if stop_stage is None else stop_stage
+    # Only the metric's positions are needed from the last attention stage on: its queries, and
+    # every later component (position-wise), run there only.
+    pick = pos_from = None
+    if positions is not None and not want_deltas:
+        pick = torch.arange(b, device=tokens.device) * p + positions
+        attn = [i for i, st in enumerate(graph.stages) if st.kind == "attn"]
+        pos_from = attn[-1] if attn else len(graph.stages) - 1
     logits = None
     for si in range(first, stop):
         st = graph.stages[si]
         n_out = st.senders.stop - st.senders.start
+        at = pick if pos_from is not None and si >= pos_from else None
         if alive is not None and st.kind != "logits" and not bool(alive[st.senders].any()):
-            store.append(n_out)
+            store.append(n_out, pick=at)
             continue
         m = masks[:, st.rows, : st.n_senders_before]  # [c r hi]
         rvar = store.varying_rows(m) if c > 1 else torch.zeros(m.shape[1], dtype=torch.bool)
@@ -200,65 +276,127 @@ def run_fast(
             logits = unembed(model, x.reshape(x.shape[0], b, -1, d) if pick is None else x)
             logits = logits.expand(c, *logits.shape[1:])
             break
-        abl_out = abl[st.senders]  # [n_out N d]
+        abl_out = abl[st.senders] if at is None else abl[st.senders].index_select(-2, at)  # [n_out N' d]
+        one = torch.zeros(1, dtype=torch.long)
         if st.kind == "mlp":
-            varies = bool(rvar[0])
-            x = store.mix(m if varies else m[:1], base[si])[:, 0]  # [c' N d]
-            delta = mlp(model.blocks[st.layer], cfg, x) - abl_out
-            one = torch.zeros(1, dtype=torch.long)
-            store.append(n_out, config=(one, delta[:, None])) if varies else store.append(n_out, shared=(one, delta))
+            if bool(rvar[0]):
+                x = store.mix(m, base[si], at)[:, 0]  # [c N' d]
+                store.append(n_out, config=(one, (mlp(model.blocks[st.layer], cfg, x) - abl_out)[:, None]), pick=at)
+                continue
+
+            def compute(m=m, si=si, at=at, abl_out=abl_out, st=st):
+                return mlp(model.blocks[st.layer], cfg, store.mix(m[:1], base[si], at)[:, 0]) - abl_out  # [1 N' d]
+
+            delta, version = _memoized(memo, store, (si, 0, at is not None), m[0], compute)
+            store.append(n_out, shared=(one, delta), pick=at, versions=version)
             continue
-        _attention_stage(model, cfg, st, store, m, rvar, base[si], abl_out, alive, rot, b, p)
+        qpos = None if at is None else positions
+        _attention_stage(model, cfg, st, si, store, memo, m, rvar, base[si], abl_out, alive, rot, b, p, qpos, at)
     return logits, (store.all() if want_deltas else None)
 
 
-def _attention_stage(model, cfg, st: StageLayout, store: _Store, m: Tensor, rvar: Tensor, base: Tensor,
-                     abl_out: Tensor, alive: Tensor | None, rot, b: int, p: int) -> None:
-    """One attention stage: heads whose inputs agree across configurations run once, the rest
-    per configuration; dead heads are not computed."""
+def _memoized(memo: Memo | None, store: _Store, key: tuple[int, int, bool], rows: Tensor,
+              compute) -> tuple[Tensor, Tensor | None]:
+    """A component's delta [k N' d] read from `memo` or computed (and stored), with its
+    versions (None without a memo: fresh ones)."""
+    if memo is None:
+        return compute(), None
+    got = memo.get(key, rows, store.ver)
+    if got is not None:
+        return got[0], torch.tensor([got[1]] * len(got[0]), dtype=torch.long)
+    delta = compute()
+    version = memo.fresh()
+    memo.put(key, rows, store.ver, delta, version)
+    return delta, torch.tensor([version] * len(delta), dtype=torch.long)
+
+
+def _attention_stage(model, cfg, st: StageLayout, si: int, store: _Store, memo: Memo | None, m: Tensor,
+                     rvar: Tensor, base: Tensor, abl_out: Tensor, alive: Tensor | None, rot, b: int, p: int,
+                     qpos: Tensor | None, pick: Tensor | None) -> None:
+    """One attention stage: heads whose inputs agree across configurations run once (or come
+    from `memo`), the rest per configuration; dead heads are not computed. With `qpos` [b]
+    (`pick` its flattened form) the queries, and so the outputs, are only at those positions."""
     blk = model.blocks[st.layer]
     H, d = cfg.n_heads, cfg.d_model
-    c = m.shape[0]
+    c, r = m.shape[:2]
     n_out = st.senders.stop - st.senders.start
     per_head = n_out == H
+    at_pos = pick is not None
+
+    def run(x: Tensor, heads: Tensor | None) -> Tensor:  # x [c' r N d] -> [c' h N' d]
+        q, k, v = _qkv(x.view(x.shape[0], r, b, p, d), st)
+        if qpos is not None:
+            q = q[:, :, torch.arange(b, device=q.device), qpos][:, :, :, None]  # [c' s b 1 d]
+        return attention(blk, cfg, q, k, v, rot, heads, qpos).flatten(2, 3)
+
     hvar = _head_varies(cfg, st, rvar)
     if not per_head or cfg.post_norms:
         # One sender for the whole layer, or post-norms (every head's output depends on all heads
         # of the layer through one norm scale): all heads together, per configuration if any varies.
+        def compute() -> Tensor:
+            out = post_attention(blk, cfg, run(store.mix(m[:1] if not varies else m, base), None))
+            return (out.sum(1, keepdim=True) if not per_head else out) - abl_out
+
         varies = bool(hvar.any())
-        x = store.mix(m if varies else m[:1], base).reshape(-1, m.shape[1], b, p, d)
-        out = post_attention(blk, cfg, attention(blk, cfg, *_qkv(x, st), rot)).flatten(2, 3)
-        if not per_head:
-            out = out.sum(1, keepdim=True)
         idx = torch.arange(n_out)
         if varies:
-            store.append(n_out, config=(idx, out - abl_out))
+            store.append(n_out, config=(idx, compute()), pick=pick)
         else:
-            store.append(n_out, shared=(idx, out[0] - abl_out))
+            delta, version = _memoized(memo, store, (si, -1, at_pos), m[0], lambda: compute()[0])
+            store.append(n_out, shared=(idx, delta), pick=pick, versions=version)
         return
     live = alive[st.senders] if alive is not None else torch.ones(H, dtype=torch.bool)
     fixed, var = live & ~hvar, live & hvar
-    r = m.shape[1]
-    x1 = store.mix(m[:1], base)  # [1 r N d]: every row's input in configuration 0
-    shared = config = None
+    shared_idx: list[int] = []
+    shared_d: list[Tensor] = []
+    shared_v: list[Tensor] = []
+    if memo is not None:  # fixed heads stored in the memo need not run
+        for h in fixed.nonzero().flatten().tolist():
+            rows = _rows_of(cfg, st, torch.arange(H) == h).nonzero().flatten().to(m.device)
+            got = memo.get((si, h, at_pos), m[0, rows], store.ver)
+            if got is not None:
+                fixed[h] = False
+                shared_idx.append(h)
+                shared_d.append(got[0])
+                shared_v.append(torch.tensor([got[1]], dtype=torch.long))
+    need_var = _rows_of(cfg, st, var)
+    need1 = _rows_of(cfg, st, fixed) | (need_var & ~rvar)  # rows read in configuration 0's form
+    x1 = None
+    if bool(need1.any()):
+        x1 = m.new_empty(1, r, *base.shape)  # rows nobody reads stay unwritten
+        rows = need1.nonzero().flatten().to(m.device)
+        x1[:, rows] = store.mix(m[:1, rows], base)
     if bool(fixed.any()):
         heads = fixed.nonzero().flatten()
-        out = attention(blk, cfg, *_qkv(x1.view(1, r, b, p, d), st), rot, None if bool(fixed.all()) else heads.to(m.device))
-        shared = (heads, out[0].flatten(1, 2) - abl_out[heads.to(abl_out.device)])
+        out = run(x1, None if bool(fixed.all()) else heads.to(m.device))
+        delta = out[0] - abl_out[heads.to(abl_out.device)]  # [k N' d]
+        for j, h in enumerate(heads.tolist()):
+            version = store.memo.fresh()
+            if memo is not None:
+                rows = _rows_of(cfg, st, torch.arange(H) == h).nonzero().flatten().to(m.device)
+                memo.put((si, h, at_pos), m[0, rows], store.ver, delta[j : j + 1], version)
+            shared_idx.append(h)
+            shared_d.append(delta[j : j + 1])
+            shared_v.append(torch.tensor([version], dtype=torch.long))
+    shared = None
+    if shared_idx:
+        shared = (torch.tensor(shared_idx, dtype=torch.long), torch.cat(shared_d))
+    config = None
     if bool(var.any()):
         heads = var.nonzero().flatten()
-        need = _rows_of(cfg, st, var)  # [r] rows the varying heads read
-        x = x1.new_empty(c, r, *x1.shape[2:])  # rows no varying head reads stay unwritten
-        per = need & rvar
-        same = need & ~rvar
+        x = m.new_empty(c, r, *base.shape)
+        same = need_var & ~rvar
         if bool(same.any()):
-            x[:, same.to(x.device)] = x1[:, same.to(x.device)]
+            rows = same.nonzero().flatten().to(m.device)
+            x[:, rows] = x1[:, rows]
+        per = need_var & rvar
         if bool(per.any()):
             rows = per.nonzero().flatten().to(m.device)
             x[:, rows] = store.mix(m[:, rows], base)
-        out = attention(blk, cfg, *_qkv(x.view(c, r, b, p, d), st), rot, None if bool(var.all()) else heads.to(m.device))
-        config = (heads, out.flatten(2, 3) - abl_out[heads.to(abl_out.device)])
-    store.append(n_out, shared=shared, config=config)
+        out = run(x, None if bool(var.all()) else heads.to(m.device))
+        config = (heads, out - abl_out[heads.to(abl_out.device)])
+    store.append(n_out, shared=shared, config=config, pick=pick,
+                 versions=torch.cat(shared_v) if shared_v else None)
 
 
 def _rows_of(cfg, st: StageLayout, heads: Tensor) -> Tensor:

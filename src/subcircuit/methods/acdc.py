@@ -60,6 +60,7 @@ from subcircuit.errors import UserError
 from subcircuit.graph import Graph
 from subcircuit.methods.base import MethodResult, Problem, ProgressFn, _no_progress, register_method
 from subcircuit.patching import Patcher, Prefix
+from subcircuit.patching_fast import Memo
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,7 @@ def acdc_fast(
 
         with torch.no_grad():
             cur = float(problem.loss(start, start=prefix(n_stages - 1))[0])
+        memo = Memo()  # component outputs shared by consecutive batches
 
         def evaluate(state: ACDCState, i: int) -> list[Trial]:
             # The speculative path: from flat[i] on, each step removes its edge from the graph
@@ -357,7 +359,7 @@ def acdc_fast(
             start_si = min(stage_idx[r] for r, _, _, _ in steps[:k])
             state.forward_configs += k
             with torch.no_grad():
-                losses = problem.loss(torch.stack(configs[:k]), start=prefix(start_si)).tolist()
+                losses = problem.loss(torch.stack(configs[:k]), start=prefix(start_si), memo=memo).tolist()
             # Decide in order; a decision is exact while every earlier prediction held. Every
             # step also refreshes the guess for its edge from what it measured.
             trials: list[Trial] = []

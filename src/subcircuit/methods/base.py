@@ -45,9 +45,10 @@ class Problem:
     def patcher(self) -> Patcher:
         return Patcher(self.model, self.graph, self.task.clean, self.ablation, self.task.positions)
 
-    def loss(self, masks: Tensor, start=None) -> Tensor:
-        """masks [c receiver sender] (or [receiver sender]) -> metric loss [c] (lower is better)."""
-        logits = self.patcher.logits(masks, start=start)
+    def loss(self, masks: Tensor, start=None, memo=None) -> Tensor:
+        """masks [c receiver sender] (or [receiver sender]) -> metric loss [c] (lower is better).
+        `start`, `memo`: see `Patcher.logits`."""
+        logits = self.patcher.logits(masks, start=start, memo=memo)
         return self.metric.loss(logits.float(), self.task, self.base_logits.float())
 
     def value(self, masks: Tensor) -> Tensor:

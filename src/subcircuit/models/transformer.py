@@ -331,21 +331,23 @@ def _keys_or_values(
     return y if heads is None else y[:, heads]
 
 
-def _softmax_scores(cfg: ModelConfig, q: Tensor, k: Tensor, window: int | None) -> Tensor:
+def _softmax_scores(cfg: ModelConfig, q: Tensor, k: Tensor, window: int | None,
+                    q_positions: Tensor | None = None) -> Tensor:
     """q [c h b q e], k [c h b k e] -> probabilities [c h b q k] (scale, soft-cap, causal and
-    sliding-window masks; computed in fp32)."""
+    sliding-window masks; computed in fp32). Query i sits at position i, or with `q_positions`
+    [b] (one query per example, q = 1) at position q_positions[b]."""
     scores = (q @ k.transpose(-1, -2)).to(_at_least_fp32(q.dtype)) * cfg.scale  # [c h b q k]
     if cfg.attn_softcap is not None:
         scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
-    n = q.shape[-2]
     if cfg.causal or window:
-        i = torch.arange(n, device=q.device)
-        allowed = torch.ones(n, n, dtype=torch.bool, device=q.device)
+        j = torch.arange(k.shape[-2], device=q.device)
+        i = (torch.arange(q.shape[-2], device=q.device) if q_positions is None else q_positions)[:, None]
+        allowed = torch.ones(len(i), len(j), dtype=torch.bool, device=q.device)  # [q k] or [b k]
         if cfg.causal:
-            allowed &= i[None, :] <= i[:, None]
+            allowed &= j[None, :] <= i
         if window:
-            allowed &= (i[:, None] - i[None, :]) < window
-        scores = scores.masked_fill(~allowed, -math.inf)
+            allowed &= (i - j[None, :]) < window
+        scores = scores.masked_fill(~(allowed if q_positions is None else allowed[:, None]), -math.inf)
     return scores.softmax(-1).to(q.dtype)
 
 
@@ -357,6 +359,7 @@ def attention(
     v_in: Tensor,
     rot: Rotary | None,
     heads: Tensor | None = None,
+    q_positions: Tensor | None = None,
 ) -> Tensor:
     """Per-head attention outputs [c h b p d] (without the output bias b_O and before any
     post-norm: see `post_attention`).
@@ -365,13 +368,17 @@ def attention(
     residual stream each head's query (each key/value group's key and value, or each head's own
     key and value) reads. s = 1 means all share one residual stream, as in the plain model.
     `heads` (optional) computes only those heads: the output is then [c len(heads) b p d].
-    `rot`: the per-layer rotary tables of `rotary_tables` (None without rotary embeddings)."""
+    `rot`: the per-layer rotary tables of `rotary_tables` (None without rotary embeddings).
+    `q_positions` [b] (optional): only one query per example, at that position; q_in is then
+    [c s b 1 d] (the inputs there) and the output [c h b 1 d]."""
     q = _queries(block, cfg, q_in, heads)
     k = _keys(block, cfg, k_in, heads)
     v = _keys_or_values(block.W_V, block.b_V, block, cfg, v_in, heads)
     if rot is not None:
-        q, k = _rotate(q, rot[block.layer]), _rotate(k, rot[block.layer])
-    z = _softmax_scores(cfg, q, k, cfg.window(block.layer)) @ v  # [c h b p e]
+        cos, sin = rot[block.layer]
+        at = (cos, sin) if q_positions is None else (cos[q_positions][:, None], sin[q_positions][:, None])
+        q, k = _rotate(q, at), _rotate(k, (cos, sin))
+    z = _softmax_scores(cfg, q, k, cfg.window(block.layer), q_positions) @ v  # [c h b p e]
     W_O = block.W_O if heads is None else block.W_O[heads]
     return torch.einsum("chbpe,hed->chbpd", z, W_O)
 
