@@ -27,6 +27,7 @@ can start there, and `positions` computes logits only where the metric reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, get_args
 
 import torch
@@ -69,6 +70,11 @@ class Prefix:
 
     stage_index: int
     deltas: Tensor
+
+    @cached_property
+    def total(self) -> Tensor:
+        """[1 N d] the sum of the deltas (computed once per prefix)."""
+        return self.deltas.sum(0, keepdim=True)
 
 
 def _bias_before(model: Transformer, graph: Graph) -> Tensor:

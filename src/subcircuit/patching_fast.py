@@ -92,14 +92,15 @@ class _Store:
     boundaries (a parallel block's MLP reads one boundary back), for the complement form of
     `mix`."""
 
-    def __init__(self, prefix: Tensor, c: int, n_senders: int, memo: Memo | None = None) -> None:
+    def __init__(self, prefix: Tensor, c: int, n_senders: int, memo: Memo | None = None,
+                 total: Tensor | None = None) -> None:
         self.pre, self.c, self.s0, self.n = prefix, c, prefix.shape[0], prefix.shape[0]
         later, shape = n_senders - self.s0, prefix.shape[1:]
         self.kind = torch.full((n_senders,), SHARED, dtype=torch.int8)
         self.sbuf = prefix.new_empty(later, *shape) if later else None  # [later N d]
         self.cbuf = prefix.new_empty(c, later, *shape) if later and c > 1 else None  # [c later N d]
         self.n_pos: int | None = None
-        self.sums: dict[int, Tensor] = {self.s0: prefix.sum(0, keepdim=True)}
+        self.sums: dict[int, Tensor] = {self.s0: prefix.sum(0, keepdim=True) if total is None else total}
         self.ver = torch.zeros(n_senders, dtype=torch.long)  # see `Memo`
         self.memo = memo if memo is not None else Memo()
 
@@ -251,7 +252,7 @@ def run_fast(
         prefix, first = embed(model, tokens).reshape(1, N, d) - abl[:1], 0
     else:
         prefix, first = start.deltas, start.stage_index
-    store = _Store(prefix, c, len(graph.senders), memo)
+    store = _Store(prefix, c, len(graph.senders), memo, None if start is None else start.total)
     alive = masks.ne(0).flatten(0, 1).any(0).cpu() if skip_dead else None
     stop = len(graph.stages) if stop_stage is None else stop_stage
     # Only the metric's positions are needed from the last attention stage on: its queries, and

@@ -36,9 +36,13 @@ makes the same decisions with far less work:
   stage overhead, per configuration FLOPs) and the recent rate of right predictions, capped by
   `max_batch` and a memory budget. The batch never depends on measured time, so a run is
   bit-for-bit reproducible;
-- within a batch, everything before the earliest receiver's stage comes from the cache, and a
-  component whose inputs agree across the configurations is computed once (see
-  `subcircuit.patching`).
+- within a batch, everything before the earliest receiver's stage comes from the cache, a
+  component whose inputs agree across the configurations is computed once and stored once, and
+  from the last attention layer on only the metric's positions are computed (see
+  `subcircuit.patching_fast`);
+- across batches, one `Memo` keeps the outputs of components whose inputs agreed across a
+  batch (they are the current graph's) and later batches reuse them while the component's mask
+  rows and inputs are unchanged, so a batch recomputes only what its trial edges reach.
 
 Each trial is recorded in a trace (receiver, sender, loss, removed). A trace replays without
 any forward pass, which gives both resumable runs (the trace is the checkpoint) and reuse across
@@ -315,8 +319,12 @@ def acdc_fast(
         with torch.no_grad():
             deltas = patcher.prefix(start, n_stages - 1).deltas  # every sender in the start graph
 
-        def prefix(si: int) -> Prefix:
-            return Prefix(si, deltas[: graph.stages[si].senders.start])
+        prefixes: dict[int, Prefix] = {}
+
+        def prefix(si: int) -> Prefix:  # one object per stage: its `total` is computed once
+            if si not in prefixes:
+                prefixes[si] = Prefix(si, deltas[: graph.stages[si].senders.start])
+            return prefixes[si]
 
         with torch.no_grad():
             cur = float(problem.loss(start, start=prefix(n_stages - 1))[0])
