@@ -181,32 +181,36 @@ class _Store:
         nd = x[0].numel()
         x = x.reshape(x.shape[0], 1, nd).expand(c1, r, nd)
         parts: list[Tensor] = []
-        cols_pre = cols[: self.s0].nonzero().flatten()
         k = min(hi, self.s0)
+        cols_pre = cols[:k].nonzero().flatten()
         if len(cols_pre) * (r + 2) > k * r:  # dense over the prefix (the others' weights are 0)
             parts.append((w[:, :, :k].reshape(c1 * r, k) @ sel(self.pre[:k]).reshape(k, nd)).view(c1, r, nd))
-        elif len(cols_pre):
-            g = sel(self.pre[cols_pre.to(self.pre.device)])
-            parts.append((w[:, :, cols_pre].reshape(c1 * r, -1) @ g.reshape(len(cols_pre), nd)).view(c1, r, nd))
+        else:
+            for cols_w, g in _read(w, cols_pre, 0, lambda i: sel(self.pre[i]), torch.ones(k, dtype=torch.bool)):
+                parts.append((cols_w.reshape(c1 * r, -1) @ g.reshape(-1, nd)).view(c1, r, nd))
         later = cols.clone()
-        later[: self.s0] = False
+        later[:k] = False
         n_rows = x.shape[-1] // base.shape[-1]
         for want, buf in ((SHARED, self.sbuf), (CONFIG, self.cbuf)):
             for lo, hi_ in ((self.s0, n_full), (n_full, hi)):  # every position / metric positions only
-                idx = (later & (kind == want)).nonzero().flatten()
-                idx = idx[(idx >= lo) & (idx < hi_)]
+                valid = kind == want
+                valid[:lo] = False
+                valid[hi_:] = False
+                idx = (later & valid).nonzero().flatten()
                 if not len(idx):
                     continue
-                at = (idx - self.s0).to(w.device)
-                wk = w[:, :, idx.to(w.device)]  # [c' r k]
-                g = buf[at] if want == SHARED else buf[:c1, at]
-                g = sel(g) if lo < n_full else g[..., :n_rows, :]
-                if want == SHARED:
-                    parts.append((wk.reshape(c1 * r, -1) @ g.reshape(len(idx), nd)).view(c1, r, nd))
-                else:
-                    parts.append(torch.bmm(wk, g.reshape(c1, len(idx), nd)))
-        for p in parts:
-            x = x + p
+
+                def fetch(i, buf=buf, want=want, lo=lo):  # i: a slice or indices, relative to s0
+                    g = buf[i] if want == SHARED else buf[:c1, i]
+                    return sel(g) if lo < n_full else g[..., :n_rows, :]
+
+                for wk, g in _read(w, idx, self.s0, fetch, valid):
+                    if want == SHARED:
+                        parts.append((wk.reshape(c1 * r, -1) @ g.reshape(-1, nd)).view(c1, r, nd))
+                    else:
+                        parts.append(torch.bmm(wk, g.reshape(c1, -1, nd)))
+        for i, p in enumerate(parts):
+            x = x + p if i == 0 else x.add_(p)  # the first sum is a new tensor: add the rest in place
         return x.view(c1, r, -1, base.shape[-1])
 
     def all(self) -> Tensor:
@@ -363,7 +367,9 @@ def _attention_stage(model, cfg, st: StageLayout, si: int, store: _Store, memo: 
     need_var = _rows_of(cfg, st, var)
     need1 = _rows_of(cfg, st, fixed) | (need_var & ~rvar)  # rows read in configuration 0's form
     x1 = None
-    if bool(need1.any()):
+    if bool(need1.all()):
+        x1 = store.mix(m[:1], base)
+    elif bool(need1.any()):
         x1 = m.new_empty(1, r, *base.shape)  # rows nobody reads stay unwritten
         rows = need1.nonzero().flatten().to(m.device)
         x1[:, rows] = store.mix(m[:1, rows], base)
@@ -385,19 +391,46 @@ def _attention_stage(model, cfg, st: StageLayout, si: int, store: _Store, memo: 
     config = None
     if bool(var.any()):
         heads = var.nonzero().flatten()
-        x = m.new_empty(c, r, *base.shape)
-        same = need_var & ~rvar
-        if bool(same.any()):
-            rows = same.nonzero().flatten().to(m.device)
-            x[:, rows] = x1[:, rows]
-        per = need_var & rvar
-        if bool(per.any()):
-            rows = per.nonzero().flatten().to(m.device)
-            x[:, rows] = store.mix(m[:, rows], base)
+        same, per = need_var & ~rvar, need_var & rvar
+        if bool(per.all()):
+            x = store.mix(m, base)
+        else:
+            x = m.new_empty(c, r, *base.shape)  # rows no varying head reads stay unwritten
+            if bool(same.any()):
+                rows = same.nonzero().flatten().to(m.device)
+                x[:, rows] = x1[:, rows]
+            if bool(per.any()):
+                rows = per.nonzero().flatten().to(m.device)
+                x[:, rows] = store.mix(m[:, rows], base)
         out = run(x, None if bool(var.all()) else heads.to(m.device))
         config = (heads, out - abl_out[heads.to(abl_out.device)])
     store.append(n_out, shared=shared, config=config, pick=pick,
                  versions=torch.cat(shared_v) if shared_v else None)
+
+
+def _read(w: Tensor, idx: Tensor, offset: int, fetch, valid: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """(weights w[:, :, cols], deltas fetch(cols − offset)) for the sender columns idx [k]
+    (sorted), read as slices (views, nothing copied) where possible, else gathered:
+
+    - the whole span of idx, when it is at most twice as long and every column in it is `valid`
+      (stored in this buffer, so finite; the columns not in idx then have weight 0);
+    - each contiguous run, when the runs are few or long;
+    - else one gather."""
+    cols = idx.tolist()
+    if not cols:
+        return []
+    a, b = cols[0], cols[-1] + 1
+    if b - a <= 2 * len(cols) and bool(valid[a:b].all()):
+        return [(w[:, :, a:b], fetch(slice(a - offset, b - offset)))]
+    runs: list[list[int]] = []
+    for col in cols:
+        if runs and runs[-1][1] == col:
+            runs[-1][1] = col + 1
+        else:
+            runs.append([col, col + 1])
+    if len(runs) <= 4 or len(cols) >= 8 * len(runs):
+        return [(w[:, :, a:b], fetch(slice(a - offset, b - offset))) for a, b in runs]
+    return [(w[:, :, idx.to(w.device)], fetch((idx - offset).to(w.device)))]
 
 
 def _rows_of(cfg, st: StageLayout, heads: Tensor) -> Tensor:
