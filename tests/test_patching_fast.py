@@ -95,3 +95,19 @@ def test_memo_reuses_outputs_without_changing_results(family_model):
                                        atol=1e-6, rtol=0)
             cur = masks[-1] if bool(torch.rand(1, generator=g) < 0.5) else cur  # "removed"
     assert memo.hits > 0
+
+
+def test_memo_forgets_entries_of_another_batch(tiny_model):
+    """A `Memo` used with another batch (or ablation, or prefix cache) starts over instead of
+    reusing outputs that do not apply."""
+    from subcircuit.patching_fast import Memo
+
+    graph = build_graph(tiny_model.cfg)
+    g = torch.Generator().manual_seed(3)
+    v = tiny_model.cfg.vocab_size
+    memo = Memo()
+    for _ in range(2):
+        clean, corr = torch.randint(0, v, (2, 6), generator=g), torch.randint(0, v, (2, 6), generator=g)
+        p = Patcher(tiny_model, graph, clean, make_ablation(tiny_model, graph, "corrupted", clean, corr))
+        mask = graph.full_mask()
+        torch.testing.assert_close(p.logits(mask, memo=memo), p.logits(mask), atol=1e-6, rtol=0)

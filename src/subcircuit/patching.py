@@ -17,11 +17,13 @@ Ablated outputs come from a forward pass on the corrupted prompts (`corrupted`, 
 the mean over a reference batch (`mean`, per position) or zeros (`zero`).
 
 Masks have shape [c receiver sender]: c configurations run in one batched pass. Senders are
-ordered by computation stage, so each stage's receivers read a prefix of the senders; the
-deltas out_s − abl_s are kept as a list of chunks (one per stage), shared across
-configurations while they are equal (the embeddings, or a cached prefix) and per configuration
-afterwards. Speed features: `Patcher.prefix` caches every sender output before a stage so a run
-can start there, and `positions` computes logits only where the metric reads.
+ordered by computation stage, so each stage's receivers read a prefix of the senders. Without
+autograd the run is `patching_fast.run_fast` (a sender stored once when every configuration
+agrees on it, only the senders a receiver needs read, dead components skipped, outputs reused
+across calls with a `Memo`); under autograd it is `_run` below, which computes every component
+for every configuration and is the reference the fast path is tested against. Both start mid-
+model from `Patcher.prefix` (every sender output before a stage, cached) and, with
+`positions`, compute logits only where the metric reads.
 """
 
 from __future__ import annotations
@@ -41,10 +43,9 @@ from subcircuit.models.transformer import (
     embed,
     mlp,
     post_attention,
-    rotary_tables,
     unembed,
 )
-from subcircuit.patching_fast import Memo, _qkv, run_fast
+from subcircuit.patching_fast import Memo, _qkv, run_fast, run_inputs
 
 AblationKind = Literal["corrupted", "mean", "zero"]
 ABLATIONS: tuple[str, ...] = get_args(AblationKind)
@@ -455,15 +456,8 @@ def _run(
     cfg = model.cfg
     c = masks.shape[0]
     b, p = tokens.shape
-    N, d = b * p, cfg.d_model
-    masks = masks * graph.exists.to(masks.device, masks.dtype)
-    abl = ablation.outputs.reshape(len(graph.senders), N, d)
-    base = ablation.base.reshape(len(graph.stages), N, d)
-    rot = rotary_tables(cfg, p, tokens.device, model.W_E.dtype)
-    if start is None:
-        shared, first = embed(model, tokens).reshape(1, N, d) - abl[:1], 0
-    else:
-        shared, first = start.deltas, start.stage_index
+    d = cfg.d_model
+    masks, abl, base, rot, shared, first = run_inputs(model, graph, tokens, ablation, masks, start)
     deltas = _Deltas(shared, c, len(graph.senders), grad_deltas)
     if masks.requires_grad:
         deltas.msink = _MaskGradSink(masks.shape, deltas)

@@ -63,6 +63,16 @@ class Memo:
         self.entries: dict[tuple[int, int, bool], tuple[Tensor, Tensor, Tensor, Tensor, int]] = {}
         self.counter = 0
         self.hits = self.misses = 0
+        self.source: tuple | None = None
+
+    def bind(self, *source: object) -> None:
+        """Entries are valid for one batch, ablation and prefix cache (`source`: the objects
+        themselves, compared by identity and kept alive, so no other object can take their
+        place); a run on another forgets them rather than reuse what does not apply."""
+        if self.source is None or len(source) != len(self.source) or any(
+                a is not b for a, b in zip(source, self.source, strict=True)):
+            self.entries.clear()
+            self.source = source
 
     def fresh(self) -> int:
         self.counter += 1
@@ -228,6 +238,23 @@ class _Store:
         return torch.cat(out, dim=1)
 
 
+def run_inputs(model: Transformer, graph: Graph, tokens: Tensor, ablation: Ablation, masks: Tensor,
+               start: Prefix | None) -> tuple[Tensor, Tensor, Tensor, object, Tensor, int]:
+    """What every patched run starts from: the masks on existing edges only, the ablated outputs
+    [sender N d], the per-stage bases [stage N d], the rotary tables, the deltas every
+    configuration shares at the start [s0 N d] (the embeddings', or a cached prefix) and the
+    first stage to run."""
+    b, p = tokens.shape
+    N, d = b * p, model.cfg.d_model
+    masks = masks * graph.exists.to(masks.device, masks.dtype)
+    abl = ablation.outputs.reshape(len(graph.senders), N, d)
+    base = ablation.base.reshape(len(graph.stages), N, d)
+    rot = rotary_tables(model.cfg, p, tokens.device, model.W_E.dtype)
+    if start is None:
+        return masks, abl, base, rot, embed(model, tokens).reshape(1, N, d) - abl[:1], 0
+    return masks, abl, base, rot, start.deltas, start.stage_index
+
+
 def run_fast(
     model: Transformer,
     graph: Graph,
@@ -247,15 +274,11 @@ def run_fast(
     cfg = model.cfg
     c = masks.shape[0]
     b, p = tokens.shape
-    N, d = b * p, cfg.d_model
-    masks = masks * graph.exists.to(masks.device, masks.dtype)
-    abl = ablation.outputs.reshape(len(graph.senders), N, d)
-    base = ablation.base.reshape(len(graph.stages), N, d)
-    rot = rotary_tables(cfg, p, tokens.device, model.W_E.dtype)
-    if start is None:
-        prefix, first = embed(model, tokens).reshape(1, N, d) - abl[:1], 0
-    else:
-        prefix, first = start.deltas, start.stage_index
+    d = cfg.d_model
+    masks, abl, base, rot, prefix, first = run_inputs(model, graph, tokens, ablation, masks, start)
+    if memo is not None:
+        cache = None if start is None else (start.deltas if start.deltas._base is None else start.deltas._base)
+        memo.bind(ablation, tokens, cache)
     store = _Store(prefix, c, len(graph.senders), memo, None if start is None else start.total)
     alive = masks.ne(0).flatten(0, 1).any(0).cpu() if skip_dead else None
     stop = len(graph.stages) if stop_stage is None else stop_stage
