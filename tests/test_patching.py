@@ -254,12 +254,12 @@ def test_families_mask_gradients_match_finite_differences(name):
 def test_families_sender_outputs_equal_the_all_ones_patched_run(family_model, gran):
     """The recording plain forward (`Transformer.run`) gives every sender the output the patched
     run with all-ones masks computes (the construction it replaced, kept here as the reference)."""
-    from subcircuit.patching import _run
+    from subcircuit.patching_fast import run_fast
 
     graph = build_graph(family_model.cfg, gran)
     clean, _ = _batch(family_model, p=9)
     zero = make_ablation(family_model, graph, "zero", clean)
-    _, deltas = _run(family_model, graph, clean, zero, graph.full_mask()[None], None, None, want_deltas=True)
+    _, deltas = run_fast(family_model, graph, clean, zero, graph.full_mask()[None], None, None, want_deltas=True)
     torch.testing.assert_close(sender_outputs(family_model, graph, clean), deltas[0].unflatten(1, clean.shape),
                                atol=1e-5, rtol=0)
 

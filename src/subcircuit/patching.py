@@ -424,13 +424,6 @@ class _Deltas:
         c, r = m.shape[:2]
         return self._dense(m, base, st.n_senders_before, st.rows.start).view(c, r, *base.shape)
 
-    def all(self) -> Tensor:
-        """[c sender N d] every delta so far."""
-        shared = self.shared.expand(self.c, *self.shared.shape)
-        if self.n == self.s0:
-            return shared
-        return torch.cat([shared, self.per_config(self.n)], dim=1)
-
 
 def _run(
     model: Transformer,
@@ -440,19 +433,12 @@ def _run(
     masks: Tensor,
     positions: Tensor | None,
     start: Prefix | None,
-    want_deltas: bool = False,
-    stop_stage: int | None = None,
-    skip_dead: bool = True,
     grad_deltas: Tensor | None = None,
-    memo: Memo | None = None,
-):
-    """The patched run: masks [c receiver sender] -> (logits [c b v] at `positions` or
-    [c b p v], deltas [c sender N d] if `want_deltas`). Without autograd it is
-    `patching_fast.run_fast`; under autograd every configuration computes every component
-    (autograd needs every value), and this is the reference the fast path is tested against."""
-    if not torch.is_grad_enabled():
-        return run_fast(model, graph, tokens, ablation, masks, positions, start, want_deltas, stop_stage, skip_dead,
-                        memo)
+) -> Tensor:
+    """The patched run under autograd: masks [c receiver sender] -> logits [c b v] at
+    `positions` (or [c b p v]). Every configuration computes every component (autograd needs
+    every value); this is the reference that `patching_fast.run_fast`, the run without
+    autograd, is tested against."""
     cfg = model.cfg
     c = masks.shape[0]
     b, p = tokens.shape
@@ -462,9 +448,8 @@ def _run(
     if masks.requires_grad:
         deltas.msink = _MaskGradSink(masks.shape, deltas)
         masks = _DeferredMaskGrad.apply(masks, deltas.msink)
-    stop = len(graph.stages) if stop_stage is None else stop_stage
     logits = None
-    for si in range(first, stop):
+    for si in range(first, len(graph.stages)):
         st = graph.stages[si]
         x = deltas.mix(masks, st, base[si])  # [c r N d]
         if st.kind == "logits":
@@ -482,7 +467,7 @@ def _run(
             if st.senders.stop - st.senders.start != cfg.n_heads:  # one sender for the whole layer
                 out = out.sum(1, keepdim=True)
         deltas.append(out - abl[st.senders])
-    return logits, (deltas.all() if want_deltas else None)
+    return logits
 
 
 @dataclass(frozen=True, eq=False)
@@ -508,17 +493,20 @@ class Patcher:
         masks' rows for earlier receivers are ignored (the prefix fixed them). `skip_dead=False`
         computes every component, even those no configuration reads. `memo` (no autograd): reuse
         component outputs across calls that share this batch and prefix cache (`patching_fast.Memo`)."""
-        masks = masks[None] if masks.dim() == 2 else masks
-        logits, _ = _run(self.model, self.graph, self.tokens, self.ablation, masks.to(self.model.W_E.dtype),
-                         self.positions, start, skip_dead=skip_dead, grad_deltas=self.grad_deltas, memo=memo)
+        masks = (masks[None] if masks.dim() == 2 else masks).to(self.model.W_E.dtype)
+        if torch.is_grad_enabled():
+            return _run(self.model, self.graph, self.tokens, self.ablation, masks, self.positions, start,
+                        self.grad_deltas)
+        logits, _ = run_fast(self.model, self.graph, self.tokens, self.ablation, masks, self.positions, start,
+                             skip_dead=skip_dead, memo=memo)
         return logits
 
     def prefix(self, mask: Tensor, stage_index: int) -> Prefix:
         """Cache sender deltas before `graph.stages[stage_index]` under `mask` [receiver sender]."""
         with torch.no_grad():
-            _, deltas = _run(self.model, self.graph, self.tokens, self.ablation,
-                             mask[None].to(self.model.W_E.dtype), None, None, want_deltas=True,
-                             stop_stage=stage_index, skip_dead=False)
+            _, deltas = run_fast(self.model, self.graph, self.tokens, self.ablation,
+                                 mask[None].to(self.model.W_E.dtype), None, None, want_deltas=True,
+                                 stop_stage=stage_index, skip_dead=False)
         n = self.graph.stages[stage_index].senders.start  # every sender computed before this stage
         return Prefix(stage_index, deltas[0, :n].contiguous())
 

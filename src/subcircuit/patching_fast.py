@@ -130,7 +130,7 @@ class _Store:
         total = self.sums[self.n]
         if config is not None and self.c == 1:  # one configuration: nothing to tell apart
             idx, t = config
-            new = torch.tensor([self.memo.fresh() for _ in range(len(idx))], dtype=torch.long)
+            new = self._fresh(len(idx))
             if shared is None:
                 shared, versions = (idx, t[0]), new
             else:
@@ -268,7 +268,8 @@ def run_fast(
     skip_dead: bool = True,
     memo: Memo | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """`patching._run` without autograd: masks [c receiver sender] -> (logits [c b v] at
+    """The patched run without autograd (`patching._run` is its autograd reference): masks
+    [c receiver sender] -> (logits [c b v] at
     `positions` or [c b p v], deltas [c sender N d] if `want_deltas`). `memo`: reuse component
     outputs across runs on the same batch, ablation and prefix cache (see `Memo`)."""
     cfg = model.cfg
@@ -378,10 +379,12 @@ def _attention_stage(model, cfg, st: StageLayout, si: int, store: _Store, memo: 
     shared_idx: list[int] = []
     shared_d: list[Tensor] = []
     shared_v: list[Tensor] = []
+    # each fixed head's mask rows in configuration 0 (its memo key's rows)
+    own = {h: m[0, _rows_of(cfg, st, torch.arange(H) == h).nonzero().flatten().to(m.device)]
+           for h in fixed.nonzero().flatten().tolist()} if memo is not None else {}
     if memo is not None:  # fixed heads stored in the memo need not run
-        for h in fixed.nonzero().flatten().tolist():
-            rows = _rows_of(cfg, st, torch.arange(H) == h).nonzero().flatten().to(m.device)
-            got = memo.get((si, h, at_pos), m[0, rows], store.ver)
+        for h, rows in own.items():
+            got = memo.get((si, h, at_pos), rows, store.ver)
             if got is not None:
                 fixed[h] = False
                 shared_idx.append(h)
@@ -403,8 +406,7 @@ def _attention_stage(model, cfg, st: StageLayout, si: int, store: _Store, memo: 
         for j, h in enumerate(heads.tolist()):
             version = store.memo.fresh()
             if memo is not None:
-                rows = _rows_of(cfg, st, torch.arange(H) == h).nonzero().flatten().to(m.device)
-                memo.put((si, h, at_pos), m[0, rows], store.ver, delta[j : j + 1], version)
+                memo.put((si, h, at_pos), own[h], store.ver, delta[j : j + 1], version)
             shared_idx.append(h)
             shared_d.append(delta[j : j + 1])
             shared_v.append(torch.tensor([version], dtype=torch.long))
