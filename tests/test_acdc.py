@@ -13,7 +13,6 @@ from subcircuit.methods.base import make_problem
 from subcircuit.tasks.base import Task
 from subcircuit.tasks.metrics import get_metric
 
-torch.set_grad_enabled(False)
 
 
 def tiny_task(model, b=4, p=6, seed=0) -> Task:

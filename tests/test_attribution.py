@@ -97,7 +97,7 @@ def _anchored(problem, alpha: float, full_deltas):
     """The slow construction of Hanna et al.'s EAP-IG step: the ablation abl'_s = out_s(α) −
     (out_s − abl_s) (abl'_input = abl_input), under which the α-input run's receivers read the α
     run's residual while every delta the masks multiply is the clean run's out_s − abl_s."""
-    from subcircuit.patching import _make_ablation
+    from subcircuit.patching import ablation_from_outputs
 
     graph, abl = problem.graph, problem.ablation
     n_s, shape = len(graph.senders), abl.outputs.shape
@@ -105,7 +105,7 @@ def _anchored(problem, alpha: float, full_deltas):
         d_alpha = problem.patcher.prefix(input_mask(problem, alpha), len(graph.stages) - 1).deltas
         outs = abl.outputs.reshape(n_s, -1, shape[-1]) + d_alpha - full_deltas
         outs[0] = abl.outputs.reshape(n_s, -1, shape[-1])[0]
-        return _make_ablation(problem.model, graph, outs.reshape(shape), abl.kind)
+        return ablation_from_outputs(problem.model, graph, outs.reshape(shape), abl.kind)
 
 
 def test_eap_ig_inputs_reanchored_ablation():

@@ -11,7 +11,6 @@ from reference import reference_logits
 from subcircuit.graph import GRANULARITIES, build_graph
 from subcircuit.patching import Patcher, make_ablation, sender_outputs
 
-torch.set_grad_enabled(False)
 
 
 def _batch(model, seed=0, b=3, p=7):
@@ -126,7 +125,7 @@ def test_mask_gradients_match_finite_differences(tiny_model):
     target = torch.randn(3, model64.cfg.vocab_size, dtype=dtype, generator=torch.Generator().manual_seed(0))
 
     def f(mask):
-        return (p.logits(mask)[0] * target).sum()
+        return (p.logits_with_grad(mask)[0] * target).sum()
 
     mask = (0.25 + 0.5 * torch.rand(graph.shape, dtype=dtype, generator=torch.Generator().manual_seed(2)))
     with torch.enable_grad():
@@ -237,7 +236,7 @@ def test_families_mask_gradients_match_finite_differences(name):
     target = torch.randn(3, model.cfg.vocab_size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
     def f(mask):
-        return (p.logits(mask)[0] * target).sum()
+        return (p.logits_with_grad(mask)[0] * target).sum()
 
     mask = 0.25 + 0.5 * torch.rand(graph.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     with torch.enable_grad():
@@ -254,7 +253,7 @@ def test_families_mask_gradients_match_finite_differences(name):
 def test_families_sender_outputs_equal_the_all_ones_patched_run(family_model, gran):
     """The recording plain forward (`Transformer.run`) gives every sender the output the patched
     run with all-ones masks computes (the construction it replaced, kept here as the reference)."""
-    from subcircuit.patching_fast import run_fast
+    from subcircuit.patching._fast import run_fast
 
     graph = build_graph(family_model.cfg, gran)
     clean, _ = _batch(family_model, p=9)

@@ -1,4 +1,4 @@
-"""The patched run without autograd (`patching_fast`) against its reference, the autograd path,
+"""The patched run without autograd (`Patcher.logits`) against its reference, the autograd path,
 which computes every component for every configuration."""
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from hypothesis import strategies as st
 from subcircuit.graph import GRANULARITIES, build_graph
 from subcircuit.patching import Patcher, Prefix, make_ablation
 
-torch.set_grad_enabled(False)
 
 
 def _both(p: Patcher, masks: torch.Tensor, start=None) -> tuple[torch.Tensor, torch.Tensor]:
     fast = p.logits(masks, start=start)
     with torch.enable_grad():
-        ref = p.logits(masks, start=start).detach()
+        ref = p.logits_with_grad(masks, start=start).detach()
     return fast, ref
 
 
@@ -71,7 +70,7 @@ def test_memo_reuses_outputs_without_changing_results(family_model):
     """ACDC's sequence of batches (later stages first, each from its prefix, the graph pruned a
     little after each): with a `Memo` the logits are those of runs without one, and components
     whose inputs did not change are reused."""
-    from subcircuit.patching_fast import Memo
+    from subcircuit.patching import Memo
 
     graph = build_graph(family_model.cfg, "heads-qkv")
     g = torch.Generator().manual_seed(2)
@@ -100,7 +99,7 @@ def test_memo_reuses_outputs_without_changing_results(family_model):
 def test_memo_forgets_entries_of_another_batch(tiny_model):
     """A `Memo` used with another batch (or ablation, or prefix cache) starts over instead of
     reusing outputs that do not apply."""
-    from subcircuit.patching_fast import Memo
+    from subcircuit.patching import Memo
 
     graph = build_graph(tiny_model.cfg)
     g = torch.Generator().manual_seed(3)

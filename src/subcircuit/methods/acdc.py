@@ -39,7 +39,7 @@ makes the same decisions with far less work:
 - within a batch, everything before the earliest receiver's stage comes from the cache, a
   component whose inputs agree across the configurations is computed once and stored once, and
   from the last attention layer on only the metric's positions are computed (see
-  `subcircuit.patching_fast`);
+  `subcircuit.patching`);
 - across batches, one `Memo` keeps the outputs of components whose inputs agreed across a
   batch (they are the current graph's) and later batches reuse them while the component's mask
   rows and inputs are unchanged, so a batch recomputes only what its trial edges reach.
@@ -63,8 +63,7 @@ from torch import Tensor
 from subcircuit.errors import UserError
 from subcircuit.graph import Graph
 from subcircuit.methods.base import MethodResult, Problem, ProgressFn, _no_progress, register_method
-from subcircuit.patching import Patcher, Prefix
-from subcircuit.patching_fast import Memo
+from subcircuit.patching import Memo, Patcher, Prefix
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def mask_gradient(problem: Problem, masks: Tensor, patcher: Patcher | None = Non
     backward pass; the configurations are independent, so each slice is its own gradient)."""
     m = masks.detach().to(problem.model.device, torch.float32).clone().requires_grad_(True)
     with torch.enable_grad():
-        logits = (patcher or problem.patcher).logits(m)
+        logits = (patcher or problem.patcher).logits_with_grad(m)
         loss = problem.metric.loss(logits.float(), problem.task, problem.base_logits.float())
         (grad,) = torch.autograd.grad(loss.sum(), m)
     return grad * problem.graph.exists.to(grad)

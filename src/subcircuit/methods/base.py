@@ -46,9 +46,14 @@ class Problem:
         return Patcher(self.model, self.graph, self.task.clean, self.ablation, self.task.positions)
 
     def loss(self, masks: Tensor, start=None, memo=None) -> Tensor:
-        """masks [c receiver sender] (or [receiver sender]) -> metric loss [c] (lower is better).
-        `start`, `memo`: see `Patcher.logits`."""
+        """masks [c receiver sender] (or [receiver sender]) -> metric loss [c] (lower is better),
+        without autograd. `start`, `memo`: see `Patcher.logits`."""
         logits = self.patcher.logits(masks, start=start, memo=memo)
+        return self.metric.loss(logits.float(), self.task, self.base_logits.float())
+
+    def loss_with_grad(self, masks: Tensor) -> Tensor:
+        """Same as `loss`, differentiable (the autograd engine, `Patcher.logits_with_grad`)."""
+        logits = self.patcher.logits_with_grad(masks)
         return self.metric.loss(logits.float(), self.task, self.base_logits.float())
 
     def value(self, masks: Tensor) -> Tensor:

@@ -107,7 +107,7 @@ def train_gates(problem: Problem, expand, n_gates: int, target_density: float, s
     with torch.enable_grad():
         for step in range(first, steps):
             z = hard_concrete(log_alpha, gen)
-            loss = problem.loss(expand(z)[None])[0]
+            loss = problem.loss_with_grad(expand(z)[None])[0]
             if not bool(torch.isfinite(loss)):
                 raise UserError(f"{what}: the metric is {float(loss.detach())} at step {step + 1}; the patched model's "
                                 "output is not finite (try a smaller learning rate or another metric)")

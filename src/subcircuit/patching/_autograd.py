@@ -1,151 +1,18 @@
-"""The one patching primitive: run the model while every receiver reads a per-edge mix of its
-senders' outputs in this run and their ablated outputs.
-
-For a receiver r and mixing weights m[r, s] (1 = the sender's output in this run, 0 = its
-ablated output, fractions allowed and differentiable), r's input is
-
-    x_r = Σ_s  m[r,s] · out_s  +  (1 − m[r,s]) · abl_s   (+ constant biases)
-        = base_stage(r)  +  Σ_s m[r,s] · (out_s − abl_s)
-
-where `base` (the sum of all ablated outputs the receiver can read, plus the attention output
-biases b_O, which belong to no sender) is computed once per ablation, and out_s is the sender's
-output *in this patched run*, so upstream removals propagate (ACDC's semantics). Removing
-the edge s→r therefore gives r the input `current − out_s + abl_s` and leaves every other
-receiver alone.
-
-Ablated outputs come from a forward pass on the corrupted prompts (`corrupted`, the default),
-the mean over a reference batch (`mean`, per position) or zeros (`zero`).
-
-Masks have shape [c receiver sender]: c configurations run in one batched pass. Senders are
-ordered by computation stage, so each stage's receivers read a prefix of the senders. Without
-autograd the run is `patching_fast.run_fast` (a sender stored once when every configuration
-agrees on it, only the senders a receiver needs read, dead components skipped, outputs reused
-across calls with a `Memo`); under autograd it is `_run` below, which computes every component
-for every configuration and is the reference the fast path is tested against. Both start mid-
-model from `Patcher.prefix` (every sender output before a stage, cached) and, with
-`positions`, compute logits only where the metric reads.
+"""The patched run under autograd: every configuration computes every component, and the mask
+gradient (and the per-configuration deltas' gradient) is gathered in shared sinks instead of per
+mixing step. This is the engine behind `Patcher.logits_with_grad` (EAP, EAP-IG, edge pruning,
+the baselines) and the reference the engine without autograd (`_fast`) is tested against.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Literal, get_args
-
 import torch
 from torch import Tensor
 
-from subcircuit.errors import unknown
 from subcircuit.graph import Graph, StageLayout
-from subcircuit.models.transformer import (
-    Transformer,
-    attention,
-    embed,
-    mlp,
-    post_attention,
-    unembed,
-)
-from subcircuit.patching_fast import Memo, _qkv, run_fast, run_inputs
-
-AblationKind = Literal["corrupted", "mean", "zero"]
-ABLATIONS: tuple[str, ...] = get_args(AblationKind)
-
-
-@dataclass(frozen=True, eq=False)
-class Ablation:
-    """What a receiver reads from a sender whose edge is removed.
-
-    outputs: [sender b p d] ablated sender outputs, aligned with `graph.senders`.
-    base: [stage+1 b p d]  base[i] = Σ ablated outputs of the senders stage i can read, plus the
-    attention output biases of earlier layers (index i follows `graph.stages`)."""
-
-    kind: AblationKind
-    outputs: Tensor
-    base: Tensor
-
-
-@dataclass(frozen=True, eq=False)
-class Prefix:
-    """Sender deltas (out − abl) [n_senders_before N d] for every sender before `stage_index`,
-    valid for the one mask they were computed with (receivers before that stage)."""
-
-    stage_index: int
-    deltas: Tensor
-
-    @cached_property
-    def total(self) -> Tensor:
-        """[1 N d] the sum of the deltas (computed once per prefix)."""
-        return self.deltas.sum(0, keepdim=True)
-
-
-def _bias_before(model: Transformer, graph: Graph) -> Tensor:
-    """[n_stages d] Σ of the attention output biases b_O that a stage's receivers read (those
-    of layers whose attention runs at an earlier stage)."""
-    zero = torch.zeros(graph.cfg.d_model, dtype=model.W_E.dtype, device=model.W_E.device)
-    return torch.stack(
-        [sum((blk.b_O for L, blk in enumerate(model.blocks) if 2 * L < st.stage), zero) for st in graph.stages]
-    )
-
-
-def sender_outputs(model: Transformer, graph: Graph, tokens: Tensor) -> Tensor:
-    """[sender b p d] every sender's output in the plain (unpatched) run on `tokens`: one plain
-    forward pass that keeps each component's output (`Transformer.run`)."""
-    _, kept = model.run(tokens, keep=True)
-    e = embed(model, tokens)
-    out = e.new_empty(len(graph.senders), *e.shape)
-    out[0] = e
-    for st in graph.stages:
-        if st.kind == "attn":
-            heads = kept[st.layer][0]
-            out[st.senders] = heads if st.senders.stop - st.senders.start == len(heads) else heads.sum(0, keepdim=True)
-        elif st.kind == "mlp":
-            out[st.senders] = kept[st.layer][1]
-    return out
-
-
-def _make_ablation(model: Transformer, graph: Graph, outputs: Tensor, kind: AblationKind) -> Ablation:
-    """outputs [sender b p d] -> Ablation with per-stage base sums (a running sum over the
-    stages, not a cumulative sum over every sender: that would allocate another [sender b p d])."""
-    bias = _bias_before(model, graph).to(outputs)
-    run, prev, base = torch.zeros_like(outputs[0]), 0, []
-    for i, st in enumerate(graph.stages):
-        n = st.n_senders_before
-        if n > prev:
-            run = run + outputs[prev:n].sum(0)
-            prev = n
-        base.append(run + bias[i])
-    return Ablation(kind, outputs, torch.stack(base))
-
-
-def make_ablation(
-    model: Transformer,
-    graph: Graph,
-    kind: str,
-    tokens: Tensor,
-    corrupted: Tensor | None = None,
-    reference: Tensor | None = None,
-) -> Ablation:
-    """Ablated sender outputs for a clean batch `tokens` [b p].
-
-    corrupted: the corrupted prompts [b p] (kind `corrupted`); reference: the batch whose
-    per-position mean is used (kind `mean`; defaults to `corrupted`, else `tokens`)."""
-    if kind not in ABLATIONS:
-        raise unknown("ablation", kind, ABLATIONS)
-    b, p = tokens.shape
-    with torch.no_grad():
-        if kind == "zero":
-            outs = torch.zeros(len(graph.senders), b, p, graph.cfg.d_model, device=tokens.device,
-                               dtype=model.W_E.dtype)
-        elif kind == "corrupted":
-            if corrupted is None or corrupted.shape != tokens.shape:
-                raise ValueError("corrupted ablation needs corrupted tokens of the clean batch's shape")
-            outs = sender_outputs(model, graph, corrupted)
-        else:
-            ref = reference if reference is not None else (corrupted if corrupted is not None else tokens)
-            if ref.shape[1] != p:
-                raise ValueError(f"mean ablation reference has {ref.shape[1]} positions; the batch has {p}")
-            outs = sender_outputs(model, graph, ref).mean(1, keepdim=True).expand(-1, b, -1, -1).contiguous()
-    return _make_ablation(model, graph, outs, kind)  # type: ignore[arg-type]
+from subcircuit.models.transformer import Transformer, attention, mlp, post_attention, unembed
+from subcircuit.patching._common import qkv_inputs, run_inputs
+from subcircuit.patching.ablation import Ablation, Prefix
 
 
 class _GradSink:
@@ -199,7 +66,7 @@ class _GradSink:
         return out.reshape(shape)
 
 
-class _Store(torch.autograd.Function):
+class _StoreToken(torch.autograd.Function):
     """Marks a chunk of deltas as stored in the buffer: returns a 1-element token that mixing
     steps take as input. Autograd runs this node's backward only after every mixing step that
     read the chunk has added its gradient into the shared `_GradSink`; it then hands the chunk
@@ -220,7 +87,7 @@ class _MixFn(torch.autograd.Function):
 
     Inputs: m [c r s], buf [c s N·d] (detached copies of the chunks, not saved by autograd), gbuf
     (the deltas the mask gradient multiplies: buf itself, or `grad_deltas`), the `_GradSink`, then
-    the `_Store` tokens of the chunks covering those s senders (so autograd
+    the `_StoreToken` tokens of the chunks covering those s senders (so autograd
     orders the backward passes). Backward: dm = dy @ gbufᵀ, and the sink gets mᵀ @ dy in place —
     no per-step gradient tensors."""
 
@@ -364,7 +231,7 @@ class _Deltas:
         """t [c s N d] the next senders' deltas."""
         self.buf[:, self.n - self.s0 : self.n - self.s0 + t.shape[1]] = t.detach()
         self.chunks.append(t)
-        self.tokens.append(_Store.apply(t, self.sink, self.n - self.s0))
+        self.tokens.append(_StoreToken.apply(t, self.sink, self.n - self.s0))
         self.n += t.shape[1]
 
     def per_config(self, upto: int) -> Tensor:
@@ -425,7 +292,7 @@ class _Deltas:
         return self._dense(m, base, st.n_senders_before, st.rows.start).view(c, r, *base.shape)
 
 
-def _run(
+def run_autograd(
     model: Transformer,
     graph: Graph,
     tokens: Tensor,
@@ -462,7 +329,7 @@ def _run(
             out = mlp(model.blocks[st.layer], cfg, x[:, 0])[:, None]  # [c 1 N d]
         else:
             blk = model.blocks[st.layer]
-            out = post_attention(blk, cfg, attention(blk, cfg, *_qkv(x.reshape(c, -1, b, p, d), st), rot))
+            out = post_attention(blk, cfg, attention(blk, cfg, *qkv_inputs(x.reshape(c, -1, b, p, d), st), rot))
             out = out.flatten(2, 3)  # [c h N d]
             if st.senders.stop - st.senders.start != cfg.n_heads:  # one sender for the whole layer
                 out = out.sum(1, keepdim=True)
@@ -470,54 +337,3 @@ def _run(
     return logits
 
 
-@dataclass(frozen=True, eq=False)
-class Patcher:
-    """Patched runs of one model on one clean batch with one ablation.
-
-    tokens [b p] clean prompts; positions [b] where logits are wanted (None: everywhere).
-    grad_deltas [sender N d] (optional, autograd only): the sender deltas that the mask
-    gradient multiplies instead of this run's own, i.e. ∂L/∂m[r,s] = grad_deltas[s]·∂L/∂x_r for
-    the per-configuration senders (EAP-IG with interpolated inputs uses the clean run's)."""
-
-    model: Transformer
-    graph: Graph
-    tokens: Tensor
-    ablation: Ablation
-    positions: Tensor | None = None
-    grad_deltas: Tensor | None = None
-
-    def logits(self, masks: Tensor, start: Prefix | None = None, skip_dead: bool = True,
-               memo: Memo | None = None) -> Tensor:
-        """masks [c receiver sender] or [receiver sender] -> logits [c b v] at `positions`
-        (or [c b p v] without positions). With `start`, the run begins at its stage and the
-        masks' rows for earlier receivers are ignored (the prefix fixed them). `skip_dead=False`
-        computes every component, even those no configuration reads. `memo` (no autograd): reuse
-        component outputs across calls that share this batch and prefix cache (`patching_fast.Memo`)."""
-        masks = (masks[None] if masks.dim() == 2 else masks).to(self.model.W_E.dtype)
-        if torch.is_grad_enabled():
-            return _run(self.model, self.graph, self.tokens, self.ablation, masks, self.positions, start,
-                        self.grad_deltas)
-        logits, _ = run_fast(self.model, self.graph, self.tokens, self.ablation, masks, self.positions, start,
-                             skip_dead=skip_dead, memo=memo)
-        return logits
-
-    def prefix(self, mask: Tensor, stage_index: int) -> Prefix:
-        """Cache sender deltas before `graph.stages[stage_index]` under `mask` [receiver sender]."""
-        with torch.no_grad():
-            _, deltas = run_fast(self.model, self.graph, self.tokens, self.ablation,
-                                 mask[None].to(self.model.W_E.dtype), None, None, want_deltas=True,
-                                 stop_stage=stage_index, skip_dead=False)
-        n = self.graph.stages[stage_index].senders.start  # every sender computed before this stage
-        return Prefix(stage_index, deltas[0, :n].contiguous())
-
-
-def patched_logits(
-    model: Transformer,
-    graph: Graph,
-    tokens: Tensor,
-    ablation: Ablation,
-    masks: Tensor,
-    positions: Tensor | None = None,
-) -> Tensor:
-    """One-call form of `Patcher(...).logits(masks)`: masks [c receiver sender] -> [c b v] or [c b p v]."""
-    return Patcher(model, graph, tokens, ablation, positions).logits(masks)
