@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import torch
 from torch import Tensor
 
 from subcircuit.errors import UserError
+from subcircuit.files import atomic_write_text  # noqa: F401  (re-exported for now)
 
 FORMAT = "subcircuit.circuit/1"
 REQUIRED = ("format", "model", "task", "method", "granularity", "ablation", "metric", "params", "edges", "results")
@@ -72,18 +71,6 @@ def edge_records(edges: tuple[str, ...], scores: Tensor, in_circuit: Tensor) -> 
 
 def _finite(x: float) -> float:
     return float(x) if math.isfinite(x) else 0.0
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_circuit(path: str | Path, graph=None) -> Circuit:

@@ -40,19 +40,38 @@ NodeKind = Literal["input", "head", "attn", "mlp", "q", "k", "v", "head_in", "at
 
 @dataclass(frozen=True)
 class Node:
-    """A sender or receiver. `layer` is -1 for `input` and n_layers for `logits`; `index` is the
-    head (or KV group for `k`/`v` under grouped-query attention); `stage` orders computation."""
+    """A sender or receiver, with its meaning as fields (never parse `name` for it).
+
+    `layer` is -1 for `input` and n_layers for `logits`; `index` is the head (or the KV group
+    for `k`/`v` under grouped-query attention); `stage` orders computation. `heads` are the
+    attention heads of `layer` the node stands for: one for a head and its query (and its
+    key/value without GQA), a KV group's heads for a grouped key/value, every head of the layer
+    for a layer-level `attn`/`attn_in` node, none for `input`, MLPs and `logits`. `group` is
+    the KV group of a grouped key/value receiver (else None). `component` is the sender-style
+    name of the component the node belongs to (`a3.h1<q>` -> `a3.h1`, `a3.g0<k>` -> `a3.g0`)."""
 
     name: str
     kind: NodeKind
     layer: int
     stage: int
     index: int | None = None
+    heads: tuple[int, ...] = ()
+    group: int | None = None
+    component: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.component:
+            object.__setattr__(self, "component", self.name.split("<")[0])
 
     @property
-    def component(self) -> str:
-        """The sender-style name of the component this node belongs to (`a3.h1<q>` -> `a3.h1`)."""
-        return self.name.split("<")[0]
+    def head(self) -> int | None:
+        """The one attention head this node stands for (None for groups, layers and non-heads)."""
+        return self.heads[0] if len(self.heads) == 1 and self.group is None else None
+
+    @property
+    def is_head(self) -> bool:
+        """Whether the node is one attention head (`a{L}.h{H}`) or one of its inputs."""
+        return self.kind in ("head", "q", "head_in") or (self.kind in ("k", "v") and self.group is None)
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,26 @@ class Graph:
         out[..., self.exists.to(flat.device)] = flat
         return out
 
+    @cached_property
+    def feeds(self) -> tuple[tuple[int, ...], ...]:
+        """For each receiver, the sender positions of the component(s) it is an input of: its
+        head, MLP or attention layer; every head of the group for a grouped key/value receiver;
+        none for `logits`."""
+        out = []
+        for r in self.receivers:
+            if r.kind == "logits":
+                out.append(())
+            elif r.kind in ("mlp_in", "attn_in"):
+                out.append((self.sender_pos[r.component],))
+            else:
+                out.append(tuple(self.sender_pos[f"a{r.layer}.h{h}"] for h in r.heads))
+        return tuple(out)
+
+    @cached_property
+    def node_pos(self) -> dict[str, Node]:
+        """Every sender and receiver by name."""
+        return {**{n.name: n for n in self.receivers}, **{n.name: n for n in self.senders}}
+
     def stage_of_receiver(self, r: int) -> StageLayout:
         for st in self.stages:
             if st.rows.start <= r < st.rows.stop:
@@ -205,6 +244,48 @@ def parse_edge(name: str) -> tuple[str, str]:
     return sender, receiver
 
 
+@dataclass(frozen=True)
+class NodeName:
+    """What a node name says: `kind` (input, head, group, attn, mlp, logits), the layer, the head
+    or KV group, and the port (q, k, v) of a receiver name (None for a sender-style name)."""
+
+    kind: Literal["input", "head", "group", "attn", "mlp", "logits"]
+    layer: int | None = None
+    index: int | None = None
+    port: Literal["q", "k", "v"] | None = None
+
+    @property
+    def component(self) -> str:
+        """The sender-style name (`a3.h1<q>` -> `a3.h1`)."""
+        if self.kind in ("input", "logits"):
+            return self.kind
+        if self.kind == "mlp":
+            return f"m{self.layer}"
+        if self.kind == "attn":
+            return f"a{self.layer}"
+        return f"a{self.layer}.{'h' if self.kind == 'head' else 'g'}{self.index}"
+
+
+_PARTS_RE = re.compile(r"^(?:(input|logits)|m(\d+)|a(\d+)(?:\.([hg])(\d+))?(?:<([qkv])>)?)$")
+
+
+def parse_node(name: str) -> NodeName:
+    """`'a9.h9<q>'` -> NodeName('head', 9, 9, 'q'): the one place node names are parsed. A
+    UserError for anything that is not a node name of DESIGN.md."""
+    m = _PARTS_RE.match(name) if isinstance(name, str) and _NODE_RE.match(name) else None
+    if m is None:
+        raise UserError(f"malformed node name {name!r}; expected input, a{{L}}.h{{H}}, m{{L}}, "
+                        "a{L}.h{H}<q|k|v>, a{L}.g{G}<k|v>, a{L} or logits")
+    special, mlp_layer, layer, hg, idx, port = m.groups()
+    if special:
+        return NodeName(special)  # type: ignore[arg-type]
+    if mlp_layer is not None:
+        return NodeName("mlp", int(mlp_layer))
+    if hg is None:
+        return NodeName("attn", int(layer))
+    return NodeName("head" if hg == "h" else "group", int(layer), int(idx), port)  # type: ignore[arg-type]
+
+
 def unknown_node(kind: str, node: str, valid, edge: str) -> UserError:
     return UserError(f"unknown {kind} {node!r} in edge {edge!r}{suggest(node, valid)}")
 
@@ -220,20 +301,23 @@ def build_graph(cfg: ModelConfig, granularity: str = "heads-qkv") -> Graph:
     for L in range(n):
         st = 2 * L
         s0, r0 = len(senders), len(receivers)
+        every = tuple(range(H))
         if granularity == "layers":
-            senders.append(Node(f"a{L}", "attn", L, st))
-            receivers.append(Node(f"a{L}", "attn_in", L, st))
+            senders.append(Node(f"a{L}", "attn", L, st, heads=every))
+            receivers.append(Node(f"a{L}", "attn_in", L, st, heads=every))
             q = k = v = slice(0, 1)
         elif granularity == "heads":
-            senders += [Node(f"a{L}.h{h}", "head", L, st, h) for h in range(H)]
-            receivers += [Node(f"a{L}.h{h}", "head_in", L, st, h) for h in range(H)]
+            senders += [Node(f"a{L}.h{h}", "head", L, st, h, (h,)) for h in range(H)]
+            receivers += [Node(f"a{L}.h{h}", "head_in", L, st, h, (h,)) for h in range(H)]
             q = k = v = slice(0, H)
         else:
-            senders += [Node(f"a{L}.h{h}", "head", L, st, h) for h in range(H)]
-            receivers += [Node(f"a{L}.h{h}<q>", "q", L, st, h) for h in range(H)]
-            kv = [(f"a{L}.g{g}", g) for g in range(K)] if cfg.is_gqa else [(f"a{L}.h{h}", h) for h in range(H)]
-            receivers += [Node(f"{nm}<k>", "k", L, st, i) for nm, i in kv]
-            receivers += [Node(f"{nm}<v>", "v", L, st, i) for nm, i in kv]
+            senders += [Node(f"a{L}.h{h}", "head", L, st, h, (h,)) for h in range(H)]
+            receivers += [Node(f"a{L}.h{h}<q>", "q", L, st, h, (h,)) for h in range(H)]
+            gs = cfg.group_size
+            kv = ([(f"a{L}.g{g}", g, tuple(range(g * gs, (g + 1) * gs)), g) for g in range(K)] if cfg.is_gqa
+                  else [(f"a{L}.h{h}", h, (h,), None) for h in range(H)])
+            receivers += [Node(f"{nm}<k>", "k", L, st, i, hs, grp) for nm, i, hs, grp in kv]
+            receivers += [Node(f"{nm}<v>", "v", L, st, i, hs, grp) for nm, i, hs, grp in kv]
             nk = len(kv)
             q, k, v = slice(0, H), slice(H, H + nk), slice(H + nk, H + 2 * nk)
         stages.append(StageLayout(st, "attn", L, slice(r0, len(receivers)), s0, slice(s0, len(senders)), q, k, v))

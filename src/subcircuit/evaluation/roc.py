@@ -84,22 +84,14 @@ def node_names(graph: Graph) -> tuple[str, ...]:
 
 
 def _edge_nodes(graph: Graph) -> list[list[int]]:
-    """For each edge (in `graph.edges` order), the node positions it touches."""
+    """For each edge (in `graph.edges` order), the node positions it touches: its sender, and the
+    component(s) its receiver is an input of (every head of a key/value group), or `logits`."""
     pos = {n: i for i, n in enumerate(node_names(graph))}
-    cfg = graph.cfg
     out = []
     for r, s in graph.edge_index.tolist():
-        rec = graph.receivers[r]
         touched = [pos[graph.senders[s].name]]
-        if rec.kind == "logits":
-            touched.append(pos["logits"])
-        elif rec.component in pos:
-            touched.append(pos[rec.component])
-        elif rec.kind in ("k", "v"):  # a key/value group feeds every head of the group
-            g = rec.index
-            touched += [pos[f"a{rec.layer}.h{h}"] for h in range(cfg.n_heads) if h // cfg.group_size == g]
-        else:
-            raise ValueError(f"receiver {rec.name} has no node")
+        feeds = graph.feeds[r]
+        touched += [pos[graph.senders[i].name] for i in feeds] if feeds else [pos["logits"]]
         out.append(touched)
     return out
 
