@@ -1,0 +1,118 @@
+"""`subcircuit evaluate`, `compare` and `sweep`: how good a run is (faithfulness, curves, ROC/AUC
+against a reference circuit), several runs side by side, and many runs of one method over
+thresholds or sizes (one folder per run plus summary.json/summary.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from subcircuit.cli._options import (
+    AblationOpt,
+    AbsOpt,
+    AgainstOpt,
+    DeviceOpt,
+    ForceOpt,
+    GranularityOpt,
+    ModelOpt,
+    NExamplesOpt,
+    OutOpt,
+    RunDirArg,
+    SeedOpt,
+    TaskOpt,
+    number_list,
+)
+from subcircuit.cli._output import out, status
+from subcircuit.cli._progress import edge_progress
+
+
+def evaluate(
+    run_dir: RunDirArg,
+    against: AgainstOpt = None,
+    curve: Annotated[bool, typer.Option("--curve", help="Also measure the faithfulness curve, CPR and CMD "
+                                                        "(re-runs the task; score-based methods).")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Faithfulness of a run and, against a reference circuit, edge/node TPR and FPR."""
+    from subcircuit.evaluation.compare import evaluate_run
+    from subcircuit.evaluation.sweep import fmt
+
+    with status(f"evaluating {run_dir} ..."):
+        ev = evaluate_run(run_dir, against, curve, device)
+    c, r = ev.circuit, ev.circuit.results
+    o = out()
+    o.print(f"[bold]{c.method}[/] on {c.model} / {c.task} ({c.granularity}, {c.ablation} ablation, metric "
+            f"{c.metric}): {ev.n_edges} of {r.get('n_edges_total', len(c.edges))} edges")
+    o.print(f"metric: full model {fmt(r.get('metric_full_model'))}, circuit {fmt(r.get('metric_circuit'))}, "
+            f"empty {fmt(r.get('metric_empty_circuit'))}; faithfulness {fmt(r.get('faithfulness'), 3)}")
+    if ev.curve:
+        o.print(f"CPR {ev.curve['cpr']:.4f} (higher is better), CMD {ev.curve['cmd']:.4f} (lower is better)")
+    if ev.edge is None:
+        o.print("no reference circuit for this model and task (give --against DIR2 or a reference name)")
+        return
+    o.print(f"against {escape(ev.reference)}:")
+    for level, rr in (("edges", ev.edge), ("nodes", ev.node)):
+        o.print(f"  {level}: TPR {fmt(rr['tpr'], 3)}, FPR {fmt(rr['fpr'], 3)} "
+                f"(TP {rr['tp']}, FP {rr['fp']}, FN {rr['fn']}, TN {rr['tn']})")
+    if ev.auc_edge is not None:
+        o.print(f"  ROC AUC of the score ranking: edges {ev.auc_edge:.3f}, nodes {ev.auc_node:.3f}")
+
+
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders: all their runs).")],
+    against: AgainstOpt = None,
+    plots: Annotated[Path | None, typer.Option("--plots", help="Folder for faithfulness.png and roc.png "
+                                                               "(default: the first folder's parent).")] = None,
+    curves: Annotated[bool, typer.Option("--curves/--no-curves", help="Measure faithfulness curves, CPR, CMD "
+                                                                      "(re-runs the task).")] = True,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Compare runs: a markdown table (faithfulness, CPR/CMD, TPR/FPR, AUC) and PNG plots."""
+    from subcircuit.evaluation.compare import compare_runs
+
+    plot_dir = plots if plots is not None else (run_dirs[0].parent if run_dirs else Path("."))
+    with status("evaluating runs ..."):
+        _, table, written = compare_runs(list(run_dirs), against, curves, plot_dir, device)
+    o = out()
+    o.print(table, markup=False, highlight=False)
+    for p in written:
+        o.print(f"wrote {p}", markup=False)
+
+
+def sweep(
+    model: ModelOpt,
+    task: TaskOpt,
+    out_dir: OutOpt,
+    method: Annotated[str, typer.Option("--method", help="acdc (sweeps --thresholds) or a score method "
+                                                         "(sweeps --sizes).")] = "acdc",
+    thresholds: Annotated[str | None, typer.Option("--thresholds", help="Comma-separated τ values "
+                                                                        "(default 1e-4 … 1).")] = None,
+    sizes: Annotated[str | None, typer.Option("--sizes", help="Comma-separated circuit sizes in edges "
+                                                              "(default: MIB's edge fractions).")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="kl, logit-diff, prob-diff, nll, ...")] = None,
+    ablation: AblationOpt = "corrupted",
+    granularity: GranularityOpt = "heads-qkv",
+    n_examples: NExamplesOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    abs_value: AbsOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the finished runs in --out, finish the others.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a sweep already in --out.")] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Run a method over several thresholds or sizes: one folder per run plus summary.json/summary.md."""
+    from subcircuit.discover import DiscoverOptions
+    from subcircuit.evaluation.sweep import sweep as run_sweep
+
+    opts = DiscoverOptions(method=method, metric=metric, ablation=ablation, granularity=granularity,
+                           n_examples=n_examples, seed=seed, device=device, abs_value=abs_value)
+    with edge_progress("sweep", "sweep") as report:
+        res = run_sweep(model, task, opts, number_list(thresholds, float, "--thresholds"),
+                        number_list(sizes, int, "--sizes"), out_dir, report, resume=resume, overwrite=overwrite,
+                        force=force)
+    o = out()
+    o.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
+    o.print(f"wrote {len(res.circuits)} runs and {out_dir / 'summary.json'}", markup=False)
