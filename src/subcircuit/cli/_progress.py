@@ -58,13 +58,14 @@ class ProgressLine:
     """A progress callback that prints `command: <what> done/total (p%) · elapsed · ETA` to a
     stream at most once every `interval` seconds (see the module docstring).
 
-    `clock` returns seconds (time.monotonic by default); `stream=None` writes to the current
+    `interval=None` is `INTERVAL_S`; `clock` returns seconds (time.monotonic by default); `stream=None` writes to the current
     sys.stderr; `is_receiver(what)` tells whether `what` names a receiver (then the line reads
     "edges tried N/M · receiver X"), by default `graph.parse_node`."""
 
-    def __init__(self, command: str, *, interval: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, command: str, *, interval: float | None = None, clock: Callable[[], float] = time.monotonic,
                  stream: TextIO | None = None, is_receiver: Callable[[str], bool] = is_node_name) -> None:
-        self.command, self.interval, self.clock, self.stream = command, interval, clock, stream
+        self.command, self.clock, self.stream = command, clock, stream
+        self.interval = INTERVAL_S if interval is None else interval
         self.is_receiver = is_receiver
         self.start = self.last_print = clock()
         self._pass: tuple[float, int, int] | None = None  # (time, done, total) at the first call of the pass
