@@ -129,7 +129,20 @@ def test_fmt_params() -> None:
 
 
 def test_import_is_cheap() -> None:
-    """`import subcircuit` and `import subcircuit.cli` must not import torch or transformers."""
-    code = "import sys, subcircuit, subcircuit.cli; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    """`import subcircuit` and `import subcircuit.cli` (every command module included) must not import
+    torch or transformers, nor must `subcircuit --help` or a command's --help: commands import the
+    library lazily."""
+    code = ("import sys, pkgutil, importlib, subcircuit, subcircuit.cli\n"
+            "for m in pkgutil.iter_modules(subcircuit.cli.__path__): importlib.import_module('subcircuit.cli.' + m.name)\n"
+            "assert subcircuit.cli.run_cli(['--help']) == 0 and subcircuit.cli.run_cli(['discover', '--help']) == 0\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert p.stdout.split() == ["False", "False"], p.stderr
+    assert p.stdout.split()[-2:] == ["False", "False"], p.stderr
+    assert p.returncode == 0, p.stderr
+
+
+def test_commands_are_registered_in_help_order(capsys) -> None:
+    import typer
+
+    names = list(typer.main.get_command(cli.app).commands)
+    assert names == ["models", "tasks", "demo", "discover", "show", "evaluate", "compare", "sweep"]
