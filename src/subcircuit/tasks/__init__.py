@@ -25,7 +25,7 @@ from typing import Any
 
 from subcircuit.errors import UserError, unknown
 from subcircuit.tasks import docstring, gendered_pronoun, greater_than, induction, ioi  # noqa: F401  (registers)
-from subcircuit.tasks.base import TASKS, Task, TaskSpec, get_task_spec, register_task
+from subcircuit.tasks.base import TASKS, Task, TaskSpec, check_context, get_task_spec, register_task
 from subcircuit.tasks.files import TaskExample, TaskFile, load_task_file, read_task_file, save_task_file
 from subcircuit.tasks.metrics import METRICS, Metric, full_model_scores, get_metric, logits_at
 
@@ -69,7 +69,8 @@ def get_task(task: str | Path, loaded: Any, n: int | None = None, seed: int = 0)
     """A Task for `loaded` (a LoadedModel): a built-in task name or a JSONL task file path.
 
     n: number of examples (default: the task's default size; for files, the first n lines).
-    Unknown names and tasks the model cannot run raise `UserError` (one line).
+    Unknown names, tasks the model cannot run and prompts longer than the model's context
+    (`cfg.n_ctx`) raise `UserError` (one line).
     """
     if n is not None and n < 1:
         raise UserError(f"the number of examples must be at least 1, not {n}")
@@ -79,11 +80,12 @@ def get_task(task: str | Path, loaded: Any, n: int | None = None, seed: int = 0)
     if spec is None:
         raise unknown("task", str(task), TASKS)
     try:
-        return spec.build(loaded, n or spec.default_n, seed)
+        task_obj = spec.build(loaded, n or spec.default_n, seed)
     except ValueError as e:
         if isinstance(e, UserError):
             raise
         raise UserError(f"task {spec.name!r} cannot run on model {getattr(loaded, 'name', '?')!r}: {e}") from e
+    return check_context(task_obj, loaded)
 
 
 # ------------------------------------------------------------------------------ listing
