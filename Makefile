@@ -22,10 +22,15 @@ $(STAMP): pyproject.toml requirements-extra.txt
 demo: install
 	$(BIN)/subcircuit demo
 
+# the import-linter contracts of pyproject.toml (the layers of docs/index.md), on this tree's src/
+LINT_IMPORTS := PYTHONPATH=src $(BIN)/lint-imports --no-cache --no-logo
+
 test: install
+	$(LINT_IMPORTS)
 	$(BIN)/python -m pytest -q
 
 test-fast: install
+	$(LINT_IMPORTS)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
@@ -33,6 +38,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(LINT_IMPORTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

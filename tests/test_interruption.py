@@ -1,5 +1,9 @@
 """Interruption: a run stopped at any moment leaves a consistent checkpoint, and resuming it gives
-the same circuit.json as an uninterrupted run (apart from timings). Tiny runs on toy-induction-2l."""
+the same circuit.json as an uninterrupted run (apart from timings). Tiny runs on toy-induction-2l.
+
+Every interruption happens at a fixed point of the run, whatever the machine's speed: in-process, the
+progress callback raises KeyboardInterrupt (as Ctrl-C would) at its N-th call; a real process sends
+itself the signal from its progress callback or from inside a checkpoint write."""
 
 from __future__ import annotations
 
@@ -8,16 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from subcircuit.checkpoint import load_state
 from subcircuit.cli import run_cli
 from subcircuit.discover import CHECKPOINT_FILE, DiscoverOptions, discover
 from subcircuit.errors import UserError
 from subcircuit.evaluation.sweep import sweep
+from subcircuit.files import load_state
 
 
 def strip(d: dict) -> dict:
@@ -114,8 +117,54 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+# A real process is stopped by a signal it sends itself at a chosen moment (no timing, no race with
+# the machine's speed): after the N-th progress call of `discover`, or inside the rename of the
+# K-th checkpoint write. Edge pruning writes its checkpoint every 10 steps, then reports the step.
+KILL_OPTIONS = dict(method="edge-pruning", edges=6, train_steps=30, n_examples=2, seed=1)
 KILL_ARGS = ["--model", "toy-induction-2l", "--task", "induction", "--n-examples", "2", "--method", "edge-pruning",
-             "--edges", "6", "--train-steps", "60", "--seed", "1"]  # long enough (seconds) to be killed mid-run
+             "--edges", "6", "--train-steps", "30", "--seed", "1"]  # the same run on the command line
+SIGNALS = [signal.SIGKILL, signal.SIGINT, signal.SIGTERM]
+
+# runs `discover` and signals itself at the N-th progress call (Ctrl-C: exit 130 as the CLI does)
+DISCOVER_SCRIPT = """
+import json, os, sys
+from subcircuit.discover import DiscoverOptions, discover
+sig, n, out, options = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+calls = 0
+def progress(done, total, what):
+    global calls
+    calls += 1
+    if calls == n:
+        os.kill(os.getpid(), sig)
+try:
+    discover("toy-induction-2l", "induction", DiscoverOptions(**options), out=out, progress=progress)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+# runs the command line and signals itself inside the K-th write of the checkpoint, before the
+# rename that would replace the previous one
+CLI_SCRIPT = """
+import os, sys
+from subcircuit.cli import run_cli
+sig, k, name, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+rename, writes = os.replace, 0
+def replace(src, dst):
+    global writes
+    if os.path.basename(dst) == name:
+        writes += 1
+        if writes == k:
+            os.kill(os.getpid(), sig)
+    return rename(src, dst)
+os.replace = replace
+sys.exit(run_cli(argv))
+"""
+
+
+def _run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    # the timeout only guards against a hang; the signal comes at a fixed point of the run
+    return subprocess.run([sys.executable, "-c", script, *args], env=_env(), capture_output=True, text=True,
+                          timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -125,27 +174,38 @@ def uninterrupted(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_killed_process_resumes(tmp_path, sig, uninterrupted):
-    """A real process killed (SIGKILL: no cleanup at all; SIGINT: Ctrl-C) during edge pruning: no
-    half-written file, and `--resume` finishes with the uninterrupted run's circuit."""
-    cmd = [sys.executable, "-m", "subcircuit", "discover", *KILL_ARGS, "--out", str(tmp_path / "cut")]
-    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = tmp_path / "cut" / CHECKPOINT_FILE
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and p.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    p.send_signal(sig)
-    _, err = p.communicate(timeout=60)
-    if p.returncode == 0:
-        pytest.skip("the run finished before it could be interrupted")
+    """A real process stopped during edge pruning (SIGKILL: no cleanup at all; SIGINT: Ctrl-C;
+    SIGTERM: the default of `kill`, a batch scheduler's stop) right after step 25: the last checkpoint
+    (step 20) is complete, no circuit.json, and `--resume` finishes with the uninterrupted circuit."""
+    cut = tmp_path / "cut"
+    p = _run_script(DISCOVER_SCRIPT, str(int(sig)), "25", str(cut), json.dumps(KILL_OPTIONS))
+    assert p.returncode == (130 if sig == signal.SIGINT else -sig), p.stderr  # SIGINT: KeyboardInterrupt
+    assert not (cut / "circuit.json").exists()
+    _, meta = load_state(cut / CHECKPOINT_FILE)
+    assert meta["step"] == 20
+    assert run_cli(["discover", "--resume", str(cut)]) == 0
+    assert read(cut / "circuit.json") == read(uninterrupted / "circuit.json")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=lambda s: s.name)
+def test_cli_stopped_while_writing_a_checkpoint(tmp_path, sig, uninterrupted):
+    """`subcircuit discover` stopped inside the second checkpoint write (step 20), before its rename:
+    the step-10 checkpoint is intact; Ctrl-C exits 130 with `error: interrupted` and leaves no
+    temporary file; SIGKILL may leave one, which `--resume` does not mind."""
+    cut = tmp_path / "cut"
+    p = _run_script(CLI_SCRIPT, str(int(sig)), "2", CHECKPOINT_FILE, "discover", *KILL_ARGS, "--out", str(cut))
     if sig == signal.SIGINT:
-        assert p.returncode == 130 and err.strip().splitlines()[-1] == "error: interrupted", err
-    assert not (tmp_path / "cut" / "circuit.json").exists()
-    _, meta = load_state(ckpt)  # complete and readable whatever the moment of the kill
-    assert 0 < meta["step"] < 60
-    assert run_cli(["discover", "--resume", str(tmp_path / "cut")]) == 0
-    assert read(tmp_path / "cut" / "circuit.json") == read(uninterrupted / "circuit.json")
+        assert p.returncode == 130 and p.stderr.strip().splitlines()[-1] == "error: interrupted", p.stderr
+        assert sorted(f.name for f in cut.iterdir()) == [CHECKPOINT_FILE]
+    else:
+        assert p.returncode == -sig, p.stderr
+    assert not (cut / "circuit.json").exists()
+    _, meta = load_state(cut / CHECKPOINT_FILE)
+    assert meta["step"] == 10
+    assert run_cli(["discover", "--resume", str(cut)]) == 0
+    assert read(cut / "circuit.json") == read(uninterrupted / "circuit.json")
 
 
 def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
@@ -153,8 +213,7 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
     stopped before its rename leaves the previous file intact and no temporary file behind."""
     import torch
 
-    from subcircuit.checkpoint import save_state
-    from subcircuit.circuit import atomic_write_text
+    from subcircuit.files import atomic_write_text, save_state
 
     path, ckpt = tmp_path / "circuit.json", tmp_path / "c.safetensors"
     atomic_write_text(path, "old")

@@ -18,7 +18,10 @@ from subcircuit.graph import build_graph, parse_edge
 from subcircuit.models.config import ModelConfig
 from subcircuit.tasks.files import load_task_file, read_task_file, tokenize_task_file
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# no deadline and no too_slow health check: how fast examples run or are generated depends on the
+# machine's load, not on the code
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=12)
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
@@ -84,6 +87,48 @@ def test_task_file_random_bytes(tmp_path, data):
     p = tmp_path / "b.jsonl"
     p.write_bytes(data)
     _ok_or_user_error(load_task_file, p, _models()[0])
+
+
+@SETTINGS
+@given(lengths=st.lists(st.tuples(st.integers(1, 60), st.integers(1, 60)), min_size=1, max_size=4))
+def test_task_file_prompts_fit_the_context(tmp_path, lengths):
+    """Prompts of any length: the task's prompts fit the model's context, or a one-line
+    UserError names the line."""
+    loaded = _models()[0]
+    p = tmp_path / "long.jsonl"
+    p.write_text("\n".join(json.dumps({"clean": [1] * a, "corrupted": [2] * b, "correct": 1, "wrong": 2})
+                           for a, b in lengths) + "\n")
+    try:
+        task = load_task_file(p, loaded)
+    except UserError as e:
+        line = next(i for i, (a, b) in enumerate(lengths, start=1) if max(a, b) > loaded.cfg.n_ctx or a != b)
+        assert str(e).startswith(f"task file {p}:{line}: ") and "\n" not in str(e)
+        return
+    assert task.clean.shape[1] <= loaded.cfg.n_ctx
+
+
+# lines without line breaks (str.splitlines also breaks at some control and separator characters)
+lines_text = st.lists(st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs", "Zl", "Zp"]), max_size=20),
+                      min_size=1, max_size=6)
+
+
+@SETTINGS
+@given(lines=lines_text, data=st.data())
+def test_task_file_not_utf8_names_its_line(tmp_path, lines, data):
+    """A byte that is not UTF-8 anywhere in a file (\n or \r\n line ends): the error names its line."""
+    k = data.draw(st.integers(0, len(lines) - 1))
+    at = data.draw(st.integers(0, len(lines[k].encode())))
+    end = data.draw(st.sampled_from([b"\n", b"\r\n"]))
+    raw = [x.encode() for x in lines]
+    raw[k] = raw[k][:at] + b"\xff" + raw[k][at:]
+    p = tmp_path / "b.jsonl"
+    p.write_bytes(end.join(raw))
+    try:
+        read_task_file(p)
+    except UserError as e:
+        assert str(e).startswith(f"task file {p}:{k + 1}: not UTF-8 text (")
+    else:
+        raise AssertionError("read a file that is not UTF-8")
 
 
 # ------------------------------------------------------------------------------ circuit files

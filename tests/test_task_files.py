@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import pytest
 import torch
+from conftest import random_model
 from word_tokenizer import id_model, word_model, word_tokenizer
 
+from subcircuit.cli import run_cli
 from subcircuit.errors import UserError
 from subcircuit.tasks import TaskExample, get_task, load_task_file, read_task_file, save_task_file
 
@@ -121,3 +125,71 @@ def test_token_ids_outside_vocabulary(tmp_path):
 def test_save_rejects_bad_examples(tmp_path):
     with pytest.raises(UserError, match="example 1 .*field 'wrong': is missing"):
         save_task_file([{"clean": "a", "corrupted": "b", "correct": " a"}], tmp_path / "bad.jsonl")
+
+
+# ------------------------------------------------------------------------------ prompts longer than the context
+
+
+def _short_context(loaded, n_ctx: int):
+    """`loaded` with a context of n_ctx tokens."""
+    return dataclasses.replace(loaded, model=random_model(dataclasses.replace(loaded.cfg, n_ctx=n_ctx)))
+
+
+def test_prompt_longer_than_the_context_is_refused_with_its_line(tmp_path):
+    ok = {"clean": [0, 1, 2], "corrupted": [0, 3, 2], "correct": 1, "wrong": 2}
+    long = {"clean": list(range(1, 50)), "corrupted": [5, *range(2, 50)], "correct": 1, "wrong": 2}
+    msg = _error(tmp_path, [ok, "", long], loaded=id_model())  # id_model: n_ctx 48
+    assert msg.endswith(":3: field 'clean': is 49 tokens for tiny-ids, longer than its context of 48 tokens")
+    # the corrupted prompt alone too long: named before the two lengths are compared
+    msg = _error(tmp_path, [{**long, "clean": list(range(1, 49))}], loaded=id_model())
+    assert msg.endswith(":1: field 'corrupted': is 49 tokens for tiny-ids, longer than its context of 48 tokens")
+    # exactly the context fits
+    task = load_task_file(_write(tmp_path, [{**long, "clean": list(range(48)), "corrupted": list(range(1, 49))}]),
+                          id_model())
+    assert task.clean.shape == (1, 48)
+
+
+def test_text_prompt_longer_than_the_context(tmp_path):
+    msg = _error(tmp_path, [GOOD], loaded=_short_context(word_model(), 8))
+    assert msg.endswith(":1: field 'clean': is 9 tokens for tiny-words, longer than its context of 8 tokens")
+
+
+def test_built_in_task_longer_than_the_context():
+    with pytest.raises(UserError) as e:
+        get_task("ioi", _short_context(word_model(), 8), n=4)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert re.fullmatch(r"task 'ioi' example \d+ is \d+ tokens for tiny-words, longer than its context of 8 tokens", msg)
+
+
+def test_cli_refuses_a_prompt_longer_than_the_context(tmp_path, capsys):
+    """As a new user meets it: toy-induction-2l reads 64 tokens; exit 2 and one line (it was exit 1
+    with a RuntimeError from the embedding)."""
+    p = _write(tmp_path, [{"clean": list(range(1, 71)), "corrupted": [3, *range(2, 71)], "correct": 5, "wrong": 6}],
+               name="long.jsonl")
+    rc = run_cli(["discover", "-m", "toy-induction-2l", "-t", str(p), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"error: task file {p}:1: field 'clean': is 70 tokens for toy-induction-2l, "
+                               "longer than its context of 64 tokens"]
+    assert not (tmp_path / "out" / "circuit.json").exists()
+
+
+# ------------------------------------------------------------------------------ not UTF-8
+
+
+def test_non_utf8_file_names_the_line(tmp_path):
+    p = tmp_path / "latin1.jsonl"
+    first = json.dumps({"clean": [0, 1], "corrupted": [0, 2], "correct": 1, "wrong": 2}).encode()
+    p.write_bytes(first + b"\n\n" + '{"clean": "Zoë"}'.encode("latin-1") + b"\n")
+    with pytest.raises(UserError) as e:
+        read_task_file(p)
+    offset = len(first) + 2 + len('{"clean": "Zo')
+    assert str(e.value) == f"task file {p}:3: not UTF-8 text (invalid continuation byte at byte offset {offset} of the file)"
+
+
+def test_cli_non_utf8_file(tmp_path, capsys):
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(b'{"clean": [1, 2], "corrupted": [1, 3], "correct": 5, "wrong": 6}\r\n\xff\n')
+    rc = run_cli(["discover", "-m", "toy-induction-2l", "-t", str(p), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: task file {p}:2: not UTF-8 text (")

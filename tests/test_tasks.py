@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from word_tokenizer import id_model, word_model, word_tokenizer
@@ -15,6 +17,7 @@ from subcircuit.tasks import (
     greater_than,
     list_tasks,
     meets_criterion,
+    performance,
 )
 from subcircuit.tasks.base import make_task
 from subcircuit.tasks.induction import build_induction
@@ -183,3 +186,58 @@ def test_smollm2_does_ioi_and_greater_than():
     assert ioi_scores["accuracy"] >= 0.9 and ioi_scores["logit-diff"] > 2
     gt = full_model_scores(loaded.model, get_task("greater-than", loaded, n=32, seed=1), ["prob-diff"])
     assert gt["prob-diff"] > 0.3
+
+
+# ------------------------------------------------------------------------------ the shipped performance file
+# `subcircuit tasks` shows "works" from src/subcircuit/data/task_performance.json. The fast test
+# checks that the file covers every task and agrees with the tasks' criteria; the slow one
+# measures every row again (the function scripts/measure_tasks.py writes it with) and compares.
+
+
+def test_shipped_performance_covers_every_task_and_criterion():
+    shipped = {(r["task"], r["model"]): r for r in performance.shipped_rows()}
+    for task, model in performance.performance_targets():
+        row = shipped.get((task, model))
+        assert row is not None, f"no shipped performance of {task} on {model}: python scripts/measure_tasks.py " \
+                                f"--tasks {task} --write"
+        spec = TASKS[task]
+        assert (row["n"], row["seed"]) == (performance.N, performance.SEED)
+        assert row["criterion"] == (list(spec.criterion) if spec.criterion else None), task
+        assert row["works"] == meets_criterion(spec, row["scores"]), task
+
+
+@pytest.fixture(scope="module")
+def loaded_models():
+    from subcircuit.models import load
+
+    cache = {}
+    return lambda name: cache[name] if name in cache else cache.setdefault(name, load(name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "model"), performance.performance_targets())
+def test_shipped_performance_is_current(task, model, loaded_models):
+    """The shipped numbers equal a new measurement within performance.ABS_TOL."""
+    shipped = performance.measured_performance(task, model)
+    assert shipped is not None, f"rerun: python scripts/measure_tasks.py --tasks {task} --write"
+    measured = performance.measure_performance(task, loaded_models(model), shipped["n"], shipped["seed"], model=model)
+    diffs = performance.compare_rows(measured, shipped)
+    assert not diffs, "; ".join(diffs) + f" (rerun: python scripts/measure_tasks.py --tasks {task} --write)"
+
+
+def test_compare_rows():
+    row = {"task": "ioi", "model": "m", "n": 64, "seed": 0, "criterion": ["accuracy", ">=", 0.9], "works": True,
+           "scores": {"accuracy": 0.95, "kl": 0.0}, "seconds": 3.0}
+    assert performance.compare_rows({**row, "seconds": 9.0, "scores": {"accuracy": 0.9505, "kl": 0.0}}, row) == []
+    diffs = performance.compare_rows({**row, "works": False, "scores": {"accuracy": 0.8}}, row)
+    assert diffs == ["works: shipped True, measured False", "scores['accuracy']: shipped 0.95, measured 0.8",
+                     "scores['kl']: shipped 0.0, measured None"]
+
+
+def test_write_performance_merges(tmp_path):
+    path = tmp_path / "perf.json"
+    a, b = {"task": "ioi", "model": "m", "scores": {}}, {"task": "docstring", "model": "m", "scores": {}}
+    performance.write_performance([a, b], path)
+    performance.write_performance([{**a, "scores": {"kl": 1.0}}], path)
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["task"], r["scores"]) for r in rows] == [("docstring", {}), ("ioi", {"kl": 1.0})]

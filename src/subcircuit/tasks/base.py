@@ -175,6 +175,25 @@ def make_task(
     )
 
 
+def context_length(loaded: Any) -> int | None:
+    """The longest prompt `loaded` (a LoadedModel) can read: its `cfg.n_ctx` (None if unknown)."""
+    n_ctx = getattr(getattr(loaded, "cfg", None), "n_ctx", None)
+    return n_ctx if isinstance(n_ctx, int) else None
+
+
+def check_context(task: Task, loaded: Any) -> Task:
+    """`task` if its prompts fit the context of `loaded`, else a UserError naming the task, the
+    longest example, its token count and the context (the model could not embed its positions)."""
+    n_ctx = context_length(loaded)
+    if n_ctx is not None and task.clean.shape[1] > n_ctx:
+        i = int(task.positions.argmax())
+        raise UserError(
+            f"task {task.name!r} example {i} is {int(task.positions[i]) + 1} tokens for "
+            f"{getattr(loaded, 'name', 'this model')}, longer than its context of {n_ctx} tokens"
+        )
+    return task
+
+
 def require_tokenizer(loaded: Any, task: str) -> Any:
     """The model's tokenizer, or a UserError naming the task (text tasks need one)."""
     tok = getattr(loaded, "tokenizer", None)

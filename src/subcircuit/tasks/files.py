@@ -8,6 +8,7 @@ Example fields (all required, no others allowed):
 - `clean`: the prompt that shows the behaviour; the metric reads the next-token prediction
   after its last token.
 - `corrupted`: a contrasting prompt that must tokenize to exactly as many tokens as `clean`.
+  Neither may be longer than the model's context (`n_ctx`).
 - `correct`, `wrong`: one answer or a list of answers; each must be a single token for the
   model's tokenizer (mind the leading space: " Mary").
 
@@ -16,8 +17,8 @@ are ids: `{"clean": [0, 5, 9, 5], "corrupted": [0, 7, 9, 5], "correct": 9, "wron
 
 The optional header is the first line and has `"format": "subcircuit.task/1"`, plus optionally
 `name` (default: the file's stem), `metric` (the task's default metric, default `kl`) and
-`description`. Blank lines are skipped. Any problem is a `UserError` with one line naming the file,
-the line number and the field.
+`description`. Blank lines are skipped. The file must be UTF-8. Any problem is a `UserError` with
+one line naming the file, the line number and the field.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from subcircuit.errors import UserError
-from subcircuit.tasks.base import Task, encode, make_task, pad_id
+from subcircuit.tasks.base import Task, context_length, encode, make_task, pad_id
 
 FORMAT = "subcircuit.task/1"
 EXAMPLE_FIELDS = ("clean", "corrupted", "correct", "wrong")
@@ -145,15 +146,23 @@ def _parse_header(obj: dict[str, Any], at: _Where) -> dict[str, str]:
     return obj
 
 
+def _line_of(data: bytes, offset: int) -> int:
+    """The line number (from 1, as `str.splitlines` counts lines) of byte `offset` of `data`, whose
+    bytes before `offset` are valid UTF-8."""
+    return len((data[:offset].decode("utf-8") + "x").splitlines())
+
+
 def read_task_file(path: str | Path) -> TaskFile:
     """Parse and check the structure of a task file (no model needed)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"task file {str(p)!r} does not exist" if not p.exists() else f"task file {str(p)!r} is not a file")
+    data = p.read_bytes()
     try:
-        text = p.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"task file {p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        line = _line_of(data, e.start)
+        raise UserError(f"task file {p}:{line}: not UTF-8 text ({e.reason} at byte offset {e.start} of the file)") from None
     header: dict[str, str] = {}
     examples, lines = [], []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -212,7 +221,7 @@ def _answer_id(a: Answer, key: str, tok: Any, vocab: int, model: str, at: _Where
 
 def tokenize_task_file(tf: TaskFile, loaded: Any, n: int | None = None) -> Task:
     """Turn a parsed task file into a Task for `loaded`'s tokenizer (first n examples if given)."""
-    tok, vocab = getattr(loaded, "tokenizer", None), loaded.cfg.vocab_size
+    tok, vocab, n_ctx = getattr(loaded, "tokenizer", None), loaded.cfg.vocab_size, context_length(loaded)
     model = getattr(loaded, "name", "this model")
     clean, corrupted, correct, wrong, prompts = [], [], [], [], []
     count = len(tf.examples) if n is None else min(n, len(tf.examples))
@@ -220,6 +229,9 @@ def tokenize_task_file(tf: TaskFile, loaded: Any, n: int | None = None) -> Task:
         at = _Where(tf.path, lineno)
         ci = _tokens(ex.clean, "clean", tok, vocab, model, at)
         xi = _tokens(ex.corrupted, "corrupted", tok, vocab, model, at)
+        for key, ids in (("clean", ci), ("corrupted", xi)):
+            if n_ctx is not None and len(ids) > n_ctx:
+                raise at.error(f"is {len(ids)} tokens for {model}, longer than its context of {n_ctx} tokens", key)
         if len(ci) != len(xi):
             raise at.error(f"is {len(xi)} tokens for {model} but 'clean' is {len(ci)}; they must be equally long", "corrupted")
         if not ci:
