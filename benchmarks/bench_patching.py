@@ -9,8 +9,6 @@ from subcircuit.graph import build_graph
 from subcircuit.models import load
 from subcircuit.patching import Patcher, make_ablation
 
-torch.set_grad_enabled(False)
-
 
 def _compare(name: str, b: int, p: int, gran: str = "heads-qkv", repeats: int = 5) -> list[dict]:
     model = load(name).model
@@ -22,8 +20,12 @@ def _compare(name: str, b: int, p: int, gran: str = "heads-qkv", repeats: int = 
     full = graph.full_mask()
     everywhere = Patcher(model, graph, clean, abl)
     at_end = Patcher(model, graph, clean, abl, torch.full((b,), p - 1))
+    def plain():
+        with torch.no_grad():
+            return model(clean)
+
     t = medians({
-        "plain": lambda: model(clean),
+        "plain": plain,
         "patched": lambda: everywhere.logits(full),
         "patched@pos": lambda: at_end.logits(full),
     }, repeats=repeats)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from subcircuit.models import ModelConfig, Transformer
+
+# Property tests must not depend on how fast or loaded the machine is: no deadlines, no
+# "too slow" health check (set once here for every test module).
+settings.register_profile("subcircuit", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("subcircuit")
 
 
 def random_model(cfg: ModelConfig, seed: int = 0, scale: float = 0.3) -> Transformer:

@@ -34,7 +34,6 @@ MAX_LINES = 400
 
 # modules over MAX_LINES today, being split by other branches of issue 16
 PENDING_LONG = {
-    "subcircuit/cli.py",  # -> cli/ package
     "subcircuit/discover.py",  # -> runs/
     "subcircuit/methods/acdc.py",  # -> methods/acdc/
     "subcircuit/models/tracr.py",  # -> models/tracr/
@@ -49,7 +48,6 @@ PENDING_PRIVATE = {
 # benchmark scripts that switch autograd off globally at import today
 PENDING_GRAD_MODE = {
     "benchmarks/bench_acdc.py",
-    "benchmarks/bench_patching.py",
 }
 # modules that branch on `method == "acdc"` today (ACDC moves behind the registry)
 PENDING_ACDC_BRANCH = {

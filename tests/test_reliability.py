@@ -313,7 +313,7 @@ def test_real_process_one_line_and_no_traceback(tmp_path):
         (["--model", "someone/no-such-model", "--task", "induction"], "'someone/no-such-model' is not available offline"),
     ]:
         p = subprocess.run([sys.executable, "-m", "subcircuit", "discover", *args, "--out", str(tmp_path / "o")],
-                           capture_output=True, text=True, timeout=120, env=env)
+                           capture_output=True, text=True, timeout=600, env=env)
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], p.stderr
         assert "Traceback" not in p.stderr + p.stdout
