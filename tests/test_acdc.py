@@ -14,7 +14,6 @@ from subcircuit.tasks.base import Task
 from subcircuit.tasks.metrics import get_metric
 
 
-
 def tiny_task(model, b=4, p=6, seed=0) -> Task:
     g = torch.Generator().manual_seed(seed)
     v = model.cfg.vocab_size

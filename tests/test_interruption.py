@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from subcircuit.checkpoint import load_state
 from subcircuit.cli import run_cli
 from subcircuit.discover import CHECKPOINT_FILE, DiscoverOptions, discover
 from subcircuit.errors import UserError
 from subcircuit.evaluation.sweep import sweep
+from subcircuit.files import load_state
 
 
 def strip(d: dict) -> dict:
@@ -153,8 +153,8 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
     stopped before its rename leaves the previous file intact and no temporary file behind."""
     import torch
 
-    from subcircuit.checkpoint import save_state
     from subcircuit.circuit import atomic_write_text
+    from subcircuit.files import save_state
 
     path, ckpt = tmp_path / "circuit.json", tmp_path / "c.safetensors"
     atomic_write_text(path, "old")

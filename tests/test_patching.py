@@ -12,7 +12,6 @@ from subcircuit.graph import GRANULARITIES, build_graph
 from subcircuit.patching import Patcher, make_ablation, sender_outputs
 
 
-
 def _batch(model, seed=0, b=3, p=7):
     g = torch.Generator().manual_seed(seed)
     v = model.cfg.vocab_size

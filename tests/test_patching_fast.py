@@ -13,7 +13,6 @@ from subcircuit.graph import GRANULARITIES, build_graph
 from subcircuit.patching import Patcher, Prefix, make_ablation
 
 
-
 def _both(p: Patcher, masks: torch.Tensor, start=None) -> tuple[torch.Tensor, torch.Tensor]:
     fast = p.logits(masks, start=start)
     with torch.enable_grad():
