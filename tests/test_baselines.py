@@ -88,3 +88,26 @@ def test_acdc_initial_mask_fast_equals_reference_and_tries_only_candidates():
         (t.receiver, t.sender, t.removed) for t in fast.trace]
     assert all(init[t.receiver, t.sender] == 1 for t in ref.trace)
     assert bool(((ref.mask != 0) <= (init != 0)).all())
+
+
+def test_an_option_the_method_does_not_take_is_refused(capsys):
+    """`--abs` with `--method eap-ig` was accepted and ignored; now one line naming the flag and the
+    method's options (exit 2 on the command line)."""
+    from subcircuit.cli import run_cli
+    from subcircuit.errors import UserError
+
+    with pytest.raises(UserError, match=r"^--abs is not an option of eap-ig \(its options: --ig-steps, --ig, "
+                                         r"--edges, --threshold, --sparsity, --selection, --prune\)$"):
+        discover("toy-induction-2l", "induction", DiscoverOptions(method="eap-ig", abs_value=True, edges=200))
+    rc = run_cli(["discover", "--model", "toy-induction-2l", "--task", "induction", "--method", "acdc",
+                  "--selection", "greedy", "--out", "/nonexistent/never-written"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--selection is not an option of acdc" in err
+
+
+def test_sweep_passes_every_method_option(tmp_path):
+    from subcircuit.evaluation.sweep import sweep
+
+    res = sweep("toy-induction-2l", "induction", DiscoverOptions(method="eap-ig", ig_steps=2, ig="activations",
+                                                                 n_examples=4), sizes=[3], out=tmp_path)
+    assert res.circuits["edges-3"].params["ig_steps"] == 2 and res.circuits["edges-3"].params["ig"] == "activations"
