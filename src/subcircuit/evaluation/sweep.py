@@ -10,8 +10,9 @@ A method that selects its circuit itself at a threshold (`MethodSpec.selects_cir
 `Context.cache`, so ACDC's runs reuse each other's work (a run at τ replays the trace of the
 run with the nearest τ already done until their first differing decision,
 `subcircuit.methods.acdc`) and a sweep of ten thresholds costs a little more than one run.
-Every other method sweeps sizes: it runs once; each size is its top-k edges. The model, task, graph and ablation are built once, the full and empty graphs are
-measured once, and every circuit's metric runs in one batch.
+Every other method sweeps sizes: it runs once (with every method option given); each size is
+its top-k edges. The model, task, graph and ablation are built once, the full and empty graphs
+are measured once, and every circuit's metric runs in one batch.
 
 Interruption: each run's `circuit.json` is written (atomically) as soon as that run is done, and
 each ACDC run keeps its trace in its folder after every receiver (`tau-X/acdc-trace.json`); a
