@@ -13,8 +13,6 @@ from subcircuit.methods.base import make_problem
 from subcircuit.models import load
 from subcircuit.tasks import get_metric, get_task
 
-torch.set_grad_enabled(False)
-
 
 def _problem(model: str, task: str, gran: str, ablation: str, n: int, metric: str | None = None):
     loaded = load(model)

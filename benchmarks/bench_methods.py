@@ -35,7 +35,7 @@ def _child(which: str) -> dict:
     import torch
 
     from subcircuit.graph import build_graph
-    from subcircuit.methods import get_method, make_problem
+    from subcircuit.methods import make_problem, run_method
     from subcircuit.models import load
     from subcircuit.tasks import get_metric, get_task
 
@@ -49,13 +49,13 @@ def _child(which: str) -> dict:
     out["setup_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if which == "eap":
-        get_method("eap").fn(problem)
+        run_method("eap", problem)
     elif which == "eap-ig":
-        get_method("eap-ig").fn(problem, steps=5)
+        run_method("eap-ig", problem, ig_steps=5)
     elif which == "edge-pruning":
-        get_method("edge-pruning").fn(problem, edges=1000, steps=EP_STEPS)
+        run_method("edge-pruning", problem, edges=1000, train_steps=EP_STEPS)
     elif which == "acdc-candidates":
-        from subcircuit.methods.candidates import acdc_on_candidates
+        from subcircuit.methods.acdc import acdc_on_candidates
 
         state, _ = acdc_on_candidates(problem, 0.01, CANDIDATES)
         out["circuit_edges"] = int(state.mask.sum())

@@ -28,9 +28,9 @@ from subcircuit.discover import DiscoverOptions, discover, versions
 from subcircuit.evaluation.curves import cpr_cmd, topk_masks
 from subcircuit.evaluation.faithfulness import baseline, faithfulness_many
 from subcircuit.graph import build_graph
-from subcircuit.methods import METHODS, make_problem
+from subcircuit.methods import METHODS, make_problem, run_method
+from subcircuit.methods.selection import select_top
 from subcircuit.models import load
-from subcircuit.selection import select_top
 from subcircuit.tasks import get_metric, get_task
 
 log = logging.getLogger("smollm2_ioi_table")
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("method %s is not registered (yet); skipped", name)
             continue
         t1 = time.perf_counter()
-        kwargs = {"steps": args.edge_pruning_steps} if name == "edge-pruning" and args.edge_pruning_steps else {}
-        res = METHODS[name].fn(problem, **kwargs)
+        kwargs = {"train_steps": args.edge_pruning_steps} if name == "edge-pruning" and args.edge_pruning_steps else {}
+        res = run_method(name, problem, **kwargs)
         t_method = time.perf_counter() - t1
         cc = cpr_cmd(problem, res.scores, batch=args.batch)
         _, (f_at,) = faithfulness_many(problem, topk_masks(graph, res.scores, [size]), base, args.batch)

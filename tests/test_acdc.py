@@ -133,3 +133,89 @@ def test_fast_path_is_bit_for_bit_reproducible():
     prob = problem_for("gpt2")
     a, b = acdc_fast(prob, 0.005), acdc_fast(prob, 0.005)
     assert torch.equal(a.scores, b.scores) and a.forward_configs == b.forward_configs
+
+
+# ------------------------------------------------------------------------------ behind the registry
+
+
+def test_registered_method_runs_fast_path_or_reference():
+    from subcircuit.methods import run_method
+
+    prob = problem_for("gpt2")
+    fast = run_method("acdc", prob, threshold=0.005)
+    ref = run_method("acdc", prob, threshold=0.005, reference=True)
+    assert torch.equal(fast.in_circuit, ref.in_circuit)
+    torch.testing.assert_close(fast.scores, ref.scores, atol=1e-5, rtol=0)
+    assert fast.params == ref.params == {"threshold": 0.005, "abs": False}
+    assert fast.info["n_trials"] == ref.info["n_trials"] and "trace" not in fast.info
+
+
+def test_options_are_checked_with_one_line_errors():
+    from subcircuit.methods import build_options
+    from subcircuit.methods.acdc import ACDCOptions
+
+    assert build_options(ACDCOptions, {"threshold": 1}, "acdc").threshold == 1.0  # an int is a float
+    for values, message in [({"threshold": float("nan")}, "--threshold nan is invalid; expected a number >= 0"),
+                            ({"threshold": 0.1, "edges": 5}, "give either --threshold or --edges"),
+                            ({"ig": "grads"}, "--ig 'grads' is invalid; expected one of inputs, activations"),
+                            ({"max_batch": 0}, "--max-batch 0 is invalid; expected at least 1"),
+                            ({"candidates": "7"}, "--candidates '7' is invalid; expected an int"),
+                            ({"lr": 0.1}, "--lr is not an option of acdc (its options: --threshold, --edges, --abs")]:
+        with pytest.raises(UserError, match="^" + message.replace("(", r"\(").replace(")", r"\)")) as e:
+            build_options(ACDCOptions, values, "acdc")
+        assert "\n" not in str(e.value)
+
+
+def test_trace_file_resumes_an_interrupted_run(tmp_path):
+    """ACDC keeps `acdc-trace.json` in ctx.folder after every receiver; a run interrupted from its
+    progress callback resumes from it (ctx.resume) to the uninterrupted result."""
+    from subcircuit.methods import Context, run_method
+    from subcircuit.methods.acdc import TRACE_FILE, read_trace_header
+
+    prob = problem_for("llama-gqa")
+    whole = run_method("acdc", prob, threshold=0.005)
+    calls = {"n": 0}
+
+    def interrupt(done, total, what):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt
+
+    header = {"run": "test"}
+    with pytest.raises(KeyboardInterrupt):
+        run_method("acdc", prob, Context(interrupt, folder=tmp_path, header=header), threshold=0.005)
+    assert read_trace_header(tmp_path / TRACE_FILE) == header
+    with pytest.raises(UserError, match="options differ"):
+        run_method("acdc", prob, Context(folder=tmp_path, header={"run": "other"}, resume=True), threshold=0.005)
+    resumed = run_method("acdc", prob, Context(folder=tmp_path, header=header, resume=True), threshold=0.005)
+    assert torch.equal(resumed.in_circuit, whole.in_circuit)
+    torch.testing.assert_close(resumed.scores, whole.scores, atol=1e-6, rtol=0)
+    assert resumed.info["forward_configs"] < whole.info["forward_configs"]
+
+
+def test_runs_of_a_session_replay_each_other_through_the_cache():
+    from subcircuit.methods import Context, run_method
+
+    prob = problem_for("gpt2")
+    ctx = Context()
+    first = run_method("acdc", prob, ctx, threshold=0.002)
+    again = run_method("acdc", prob, ctx, threshold=0.02)
+    alone = run_method("acdc", prob, threshold=0.02)
+    assert torch.equal(again.in_circuit, alone.in_circuit)
+    assert again.info["forward_configs"] < alone.info["forward_configs"] and first.info["forward_configs"] > 0
+
+
+def test_candidates_come_from_the_cache_when_present():
+    from subcircuit.methods import Context, run_method
+    from subcircuit.methods.acdc import scores_key
+
+    prob = problem_for("gpt2")
+    g = prob.graph
+    scores = torch.arange(g.n_edges, dtype=torch.float32)  # the last 10 edges are the candidates
+    ctx = Context(cache={scores_key(5, "inputs"): scores})
+    res = run_method("acdc", prob, ctx, threshold=0.005, candidates=10)
+    assert not bool(res.in_circuit[:-10].any()) and bool((res.scores[:-10] == 0).all())
+    assert res.params == {"threshold": 0.005, "abs": False, "candidates": 10, "ig_steps": 5, "ig": "inputs"}
+    computed = Context()
+    run_method("acdc", prob, computed, threshold=0.005, candidates=10)
+    assert tuple(computed.cache[scores_key(5, "inputs")].shape) == (g.n_edges,)  # stored for the next run

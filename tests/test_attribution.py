@@ -8,7 +8,7 @@ from conftest import TINY_CONFIGS, random_model
 from test_acdc import tiny_task
 
 from subcircuit.graph import build_graph
-from subcircuit.methods import get_method, make_problem
+from subcircuit.methods import make_problem, run_method
 from subcircuit.methods.attribution import eap_ig_scores, input_mask, mask_gradient
 from subcircuit.patching import Patcher
 from subcircuit.tasks.metrics import get_metric
@@ -29,7 +29,7 @@ def loss_at(prob, mask):
 def test_eap_equals_finite_differences(name, ablation):
     prob = problem_for(name, ablation=ablation)
     g = prob.graph
-    scores = get_method("eap").fn(prob).scores
+    scores = run_method("eap", prob).scores
     full = g.full_mask()
     eps = 1e-3
     gen = torch.Generator().manual_seed(0)
@@ -46,7 +46,7 @@ def test_eap_equals_finite_differences(name, ablation):
 def test_eap_sign_is_loss_increase_on_removal():
     prob = problem_for("gpt2")
     g = prob.graph
-    scores = get_method("eap").fn(prob).scores
+    scores = run_method("eap", prob).scores
     e = int(scores.abs().argmax())
     r, s = g.edge(g.edges[e])
     m = g.full_mask()
@@ -138,8 +138,8 @@ def test_eap_ig_inputs_reanchored_ablation():
 def test_eap_ig_one_step_at_alpha_one_is_eap():
     prob = problem_for("gpt2")
     g = prob.graph
-    eap = get_method("eap").fn(prob).scores
+    eap = run_method("eap", prob).scores
     grad = mask_gradient(prob, input_mask(prob, 1.0)[None])[0]
     torch.testing.assert_close(g.to_flat(-grad), eap)
-    ig = get_method("eap-ig").fn(prob, steps=1).scores  # α = ½, a different point: finite, same shape
+    ig = run_method("eap-ig", prob, ig_steps=1).scores  # α = ½, a different point: finite, same shape
     assert ig.shape == eap.shape and torch.isfinite(ig).all()

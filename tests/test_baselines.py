@@ -9,7 +9,8 @@ from test_attribution import problem_for
 from subcircuit.circuit import load_circuit
 from subcircuit.discover import DiscoverOptions, discover
 from subcircuit.graph import build_graph
-from subcircuit.methods import METHODS, get_method
+from subcircuit.methods import METHODS, get_method, run_method
+from subcircuit.methods.base import Context, option_fields
 from subcircuit.methods.baselines import node_to_edge_scores
 from subcircuit.models import load
 
@@ -17,7 +18,7 @@ from subcircuit.models import load
 def test_node_patching_is_exact_sender_ablation():
     prob = problem_for("llama-gqa", metric="kl")
     g = prob.graph
-    res = get_method("node-patching").fn(prob, chunk=5)
+    res = run_method("node-patching", prob)
     full = g.full_mask()
     with torch.no_grad():
         base = float(prob.loss(full)[0])
@@ -43,19 +44,21 @@ def test_node_to_edge_min_rule():
 def test_hisp_sp_random_shapes_and_determinism():
     prob = problem_for("gpt2", metric="logit-diff")
     n = prob.graph.n_edges
-    h = get_method("hisp").fn(prob).scores
+    h = run_method("hisp", prob).scores
     assert h.shape == (n,) and (h >= 0).all() and h.max() > 0
-    a = get_method("sp").fn(prob, steps=10, seed=1).scores
-    b = get_method("sp").fn(prob, steps=10, seed=1).scores
+    a = run_method("sp", prob, Context(seed=1), train_steps=10).scores
+    b = run_method("sp", prob, Context(seed=1), train_steps=10).scores
     assert torch.equal(a, b)
-    r1, r2 = get_method("random").fn(prob, seed=5).scores, get_method("random").fn(prob, seed=5).scores
-    assert torch.equal(r1, r2) and not torch.equal(r1, get_method("random").fn(prob, seed=6).scores)
+    r1, r2 = run_method("random", prob, Context(seed=5)).scores, run_method("random", prob, Context(seed=5)).scores
+    assert torch.equal(r1, r2) and not torch.equal(r1, run_method("random", prob, Context(seed=6)).scores)
 
 
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"acdc"}))
 def test_every_method_writes_circuit_json(method, tmp_path):
     lm = load("toy-induction-2l")
-    opts = DiscoverOptions(method=method, edges=12, n_examples=8, train_steps=5, ig_steps=2)
+    fields = {f.name for f in option_fields(get_method(method).options)}
+    extra = {k: v for k, v in (("train_steps", 5), ("ig_steps", 2)) if k in fields}
+    opts = DiscoverOptions(method=method, edges=12, n_examples=8, **extra)
     discover(lm, "induction", opts, out=tmp_path)
     graph = build_graph(lm.cfg, "heads-qkv")
     c = load_circuit(tmp_path / "circuit.json", graph)
@@ -85,3 +88,26 @@ def test_acdc_initial_mask_fast_equals_reference_and_tries_only_candidates():
         (t.receiver, t.sender, t.removed) for t in fast.trace]
     assert all(init[t.receiver, t.sender] == 1 for t in ref.trace)
     assert bool(((ref.mask != 0) <= (init != 0)).all())
+
+
+def test_an_option_the_method_does_not_take_is_refused(capsys):
+    """`--abs` with `--method eap-ig` was accepted and ignored; now one line naming the flag and the
+    method's options (exit 2 on the command line)."""
+    from subcircuit.cli import run_cli
+    from subcircuit.errors import UserError
+
+    with pytest.raises(UserError, match=r"^--abs is not an option of eap-ig \(its options: --ig-steps, --ig, "
+                                         r"--edges, --threshold, --sparsity, --selection, --prune\)$"):
+        discover("toy-induction-2l", "induction", DiscoverOptions(method="eap-ig", abs_value=True, edges=200))
+    rc = run_cli(["discover", "--model", "toy-induction-2l", "--task", "induction", "--method", "acdc",
+                  "--selection", "greedy", "--out", "/nonexistent/never-written"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--selection is not an option of acdc" in err
+
+
+def test_sweep_passes_every_method_option(tmp_path):
+    from subcircuit.evaluation.sweep import sweep
+
+    res = sweep("toy-induction-2l", "induction", DiscoverOptions(method="eap-ig", ig_steps=2, ig="activations",
+                                                                 n_examples=4), sizes=[3], out=tmp_path)
+    assert res.circuits["edges-3"].params["ig_steps"] == 2 and res.circuits["edges-3"].params["ig"] == "activations"

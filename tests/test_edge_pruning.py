@@ -7,16 +7,16 @@ import torch
 from test_attribution import problem_for
 
 from subcircuit.errors import UserError
-from subcircuit.methods import get_method
-from subcircuit.methods.edge_pruning import expected_density, hard_concrete, target_edges
+from subcircuit.methods import Context, run_method
+from subcircuit.methods.selection import target_edges
+from subcircuit.methods.training import expected_density, hard_concrete
 
 
 @pytest.mark.parametrize("edges,sparsity", [(7, None), (None, 0.75)])
 def test_exact_size_and_deterministic(edges, sparsity):
     prob = problem_for("gpt2", metric="kl")
-    fn = get_method("edge-pruning").fn
-    a = fn(prob, edges=edges, sparsity=sparsity, steps=15, seed=3)
-    b = fn(prob, edges=edges, sparsity=sparsity, steps=15, seed=3)
+    a = run_method("edge-pruning", prob, Context(seed=3), edges=edges, sparsity=sparsity, train_steps=15)
+    b = run_method("edge-pruning", prob, Context(seed=3), edges=edges, sparsity=sparsity, train_steps=15)
     n = edges if edges is not None else round(0.25 * prob.graph.n_edges)
     assert int(a.in_circuit.sum()) == n
     assert torch.equal(a.scores, b.scores) and torch.equal(a.in_circuit, b.in_circuit)
@@ -25,7 +25,7 @@ def test_exact_size_and_deterministic(edges, sparsity):
 
 def test_lagrangian_drives_density_down():
     prob = problem_for("gpt2", metric="kl")
-    res = get_method("edge-pruning").fn(prob, sparsity=0.8, steps=60, seed=0)
+    res = run_method("edge-pruning", prob, sparsity=0.8, train_steps=60)
     assert res.info["expected_density"] < 0.9  # started at ≈ 1 (log α = 3)
 
 

@@ -11,6 +11,7 @@ import torch
 
 from subcircuit import cli
 from subcircuit.methods.base import METHODS, MethodResult, MethodSpec
+from subcircuit.methods.baselines import RandomOptions
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -76,11 +77,11 @@ def test_compare_table_and_plots(capsys, proportion_sweep: Path, tmp_path: Path)
 def fake_score_method(monkeypatch):
     """A score-based method (scores = edge position, reversed) standing in for EAP in CLI tests."""
 
-    def fn(problem, progress=None, **_):
+    def fn(problem, options, ctx):
         n = problem.graph.n_edges
         return MethodResult(scores=torch.arange(n, 0, -1).float(), params={"fake": True})
 
-    monkeypatch.setitem(METHODS, "fake-scores", MethodSpec("fake-scores", fn, "test", False))
+    monkeypatch.setitem(METHODS, "fake-scores", MethodSpec("fake-scores", fn, RandomOptions, "test"))
     return "fake-scores"
 
 

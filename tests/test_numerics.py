@@ -10,10 +10,10 @@ from subcircuit import cli
 from subcircuit.discover import check_results, check_scores
 from subcircuit.errors import UserError
 from subcircuit.graph import build_graph
-from subcircuit.methods import acdc as acdc_module
-from subcircuit.methods import get_method, make_problem
+from subcircuit.methods import make_problem, run_method
 from subcircuit.methods.acdc import acdc_fast, acdc_reference
 from subcircuit.methods.base import METHODS, MethodResult, MethodSpec
+from subcircuit.methods.baselines import RandomOptions
 from subcircuit.models import load
 from subcircuit.tasks import get_task
 from subcircuit.tasks.metrics import Metric, kl_divergence
@@ -34,8 +34,6 @@ def nan_problem():
     return make_problem(lm.model, build_graph(lm.cfg), task, metric)
 
 
-@pytest.mark.skipif(not hasattr(acdc_module, "_check_finite"),
-                    reason="the ACDC NaN check comes with main's rewritten acdc.py (commit bf13913)")
 @pytest.mark.parametrize("acdc", [acdc_fast, acdc_reference])
 def test_acdc_nan_metric_names_edge_and_receiver(nan_problem, acdc):
     # ACDC visits `logits` first and its latest sender first: the edge a1.h1 -> logits
@@ -46,17 +44,17 @@ def test_acdc_nan_metric_names_edge_and_receiver(nan_problem, acdc):
 
 def test_edge_pruning_nan_metric_stops(nan_problem):
     with pytest.raises(UserError, match=r"edge-pruning steps: the metric is nan at step 1"):
-        get_method("edge-pruning").fn(nan_problem, edges=5, steps=3)
+        run_method("edge-pruning", nan_problem, edges=5, train_steps=3)
 
 
 def test_non_finite_scores_are_not_written(capsys, tmp_path, monkeypatch):
-    def fn(problem, progress=None, **_):
+    def fn(problem, options, ctx):
         s = torch.ones(problem.graph.n_edges)
         s[3] = float("inf")
         s[7] = float("nan")
         return MethodResult(scores=s)
 
-    monkeypatch.setitem(METHODS, "bad-scores", MethodSpec("bad-scores", fn, "test", False))
+    monkeypatch.setitem(METHODS, "bad-scores", MethodSpec("bad-scores", fn, RandomOptions, "test"))
     rc = cli.run_cli(["discover", "--model", "toy-induction-2l", "--task", "induction", "--n-examples", "4",
                       "--method", "bad-scores", "--out", str(tmp_path)])
     err = capsys.readouterr().err

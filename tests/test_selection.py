@@ -9,7 +9,7 @@ from test_attribution import problem_for
 
 from subcircuit.errors import UserError
 from subcircuit.graph import build_graph
-from subcircuit.selection import prune_disconnected, select_greedy, select_threshold, select_top
+from subcircuit.methods.selection import prune_disconnected, select_greedy, select_threshold, select_top
 
 
 def graph(name="gpt2", gran="heads-qkv"):

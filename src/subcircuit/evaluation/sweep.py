@@ -1,15 +1,18 @@
-"""Sweeps: one method over a list of ACDC thresholds τ or circuit sizes, one folder per run.
+"""Sweeps: one method over a list of thresholds τ or circuit sizes, one folder per run.
 
     out/
       tau-0.001/circuit.json   (ACDC)       or   edges-50/circuit.json   (score-based methods)
       ...
       summary.json, summary.md
 
-ACDC runs reuse each other's work: a run at τ replays the trace of the run with the nearest
-τ already done until their first differing decision (`subcircuit.methods.acdc`), so a sweep of
-ten thresholds costs a little more than one run. A score-based method runs once; each size is its
-top-k edges. The model, task, graph and ablation are built once, the full and empty graphs are
-measured once, and every circuit's metric runs in one batch.
+A method that selects its circuit itself at a threshold (`MethodSpec.selects_circuit` and a
+`threshold` option: ACDC) sweeps thresholds: it runs once per τ, every run with the same
+`Context.cache`, so ACDC's runs reuse each other's work (a run at τ replays the trace of the
+run with the nearest τ already done until their first differing decision,
+`subcircuit.methods.acdc`) and a sweep of ten thresholds costs a little more than one run.
+Every other method sweeps sizes: it runs once (with every method option given); each size is
+its top-k edges. The model, task, graph and ablation are built once, the full and empty graphs
+are measured once, and every circuit's metric runs in one batch.
 
 Interruption: each run's `circuit.json` is written (atomically) as soon as that run is done, and
 each ACDC run keeps its trace in its folder after every receiver (`tau-X/acdc-trace.json`); a
@@ -31,13 +34,13 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from subcircuit.circuit import Circuit, atomic_write_text, edge_records
+from subcircuit.circuit import Circuit, edge_records
 from subcircuit.errors import UserError
 from subcircuit.evaluation.faithfulness import baseline, faithfulness_many
 from subcircuit.evaluation.reference import canonical_name, load_reference
@@ -49,11 +52,10 @@ from subcircuit.evaluation.roc import (
     nodes_of,
     rates,
 )
+from subcircuit.files import atomic_write_text, check_header, load_state, save_state
 from subcircuit.graph import build_graph
-from subcircuit.methods import get_method, make_problem
-from subcircuit.methods.acdc import acdc_fast
-from subcircuit.methods.base import Problem, ProgressFn, _no_progress
-from subcircuit.selection import select_top
+from subcircuit.methods import METHODS, Context, MethodSpec, Problem, ProgressFn, make_problem, no_progress
+from subcircuit.methods.selection import select_top
 
 log = logging.getLogger(__name__)
 
@@ -77,52 +79,54 @@ def run_folder_name(threshold: float | None = None, edges: int | None = None) ->
     return f"tau-{threshold:g}" if threshold is not None else f"edges-{edges}"
 
 
-def acdc_runs(problem: Problem, thresholds: Sequence[float], abs_value: bool = False,
-              progress: ProgressFn = _no_progress, out: Path | None = None, header: dict[str, Any] | None = None,
-              resume: bool = False, on_done=None) -> list[Run]:
-    """ACDC at each τ, each run replaying the trace of the done run with the nearest τ.
+def sweeps_thresholds(spec: MethodSpec) -> bool:
+    """Whether a method sweeps thresholds (it selects its circuit at a `threshold` option) rather
+    than sizes (its scores' top-k)."""
+    return spec.selects_circuit and "threshold" in {f.name for f in fields(spec.options)}
 
-    With `out`, each run saves its trace in `out/tau-X/acdc-trace.json` after every receiver; with
-    `resume`, a run whose trace is there replays it first (a finished run costs no patched forward
-    pass, an interrupted one continues where it stopped). `on_done(run)` is called after each run."""
-    from subcircuit.discover import TRACE_FILE, _load_trace, _save_trace
 
+def _check_thresholds(thresholds: Sequence[float]) -> None:
     for tau in thresholds:
         if not isinstance(tau, int | float) or math.isnan(tau) or tau < 0:
             raise UserError(f"threshold {tau} is invalid; expected a number >= 0")
-    g = problem.graph
-    done: dict[float, Any] = {}
+
+
+def threshold_runs(problem: Problem, spec: MethodSpec, options: Any, thresholds: Sequence[float],
+                   progress: ProgressFn = no_progress, out: Path | None = None,
+                   header: dict[str, Any] | None = None, resume: bool = False, seed: int = 0,
+                   on_done=None, cache: dict[Any, Any] | None = None) -> list[Run]:
+    """The method at each τ (its `options` with `threshold` replaced), in increasing τ, all with one
+    `Context.cache` (ACDC replays the done run with the nearest τ).
+
+    With `out`, each run keeps its checkpoint files in `out/tau-X/` (ACDC: its trace, after every
+    receiver) under the sweep's header plus its τ; with `resume`, a run whose checkpoint is there
+    continues from it (a finished ACDC run costs no patched forward pass, an interrupted one continues
+    where it stopped). `on_done(run)` is called after each run."""
+    _check_thresholds(thresholds)
+    cache = {} if cache is None else cache
     runs = []
     for tau in sorted(set(float(t) for t in thresholds)):
         name = run_folder_name(threshold=tau)
-        near = min(done, key=lambda t: abs(math.log(t + 1e-12) - math.log(tau + 1e-12)), default=None)
-        trace = None if near is None else done[near].trace
-        checkpoint = None
-        if out is not None:
-            tpath = out / name / TRACE_FILE
-            theader = {**(header or {}), "threshold": tau}
-            if resume and tpath.exists():
-                trace = _load_trace(tpath, theader)
-            def checkpoint(st, p=tpath, h=theader) -> None:
-                _save_trace(p, h, st.trace)
+        ctx = Context(progress, seed, None if out is None else out / name, {**(header or {}), "threshold": tau},
+                      resume, cache)
         t0 = time.perf_counter()
-        st = acdc_fast(problem, tau, abs_value, trace=trace, progress=progress, on_receiver=checkpoint)
-        done[tau] = st
-        log.info("τ=%g: %d edges (%.1f s)", tau, int(st.mask.sum()), time.perf_counter() - t0)
-        run = Run(name, {"threshold": tau, "abs": abs_value}, g.to_flat(st.mask.cpu() != 0), g.to_flat(st.scores.cpu()),
-                  {"n_trials": len(st.trace), "seconds": round(time.perf_counter() - t0, 3)})
+        res = spec.fn(problem, replace(options, threshold=tau), ctx)
+        assert res.in_circuit is not None, f"{spec.name} selects its circuit but returned none"
+        log.info("τ=%g: %d edges (%.1f s)", tau, int(res.in_circuit.sum()), time.perf_counter() - t0)
+        run = Run(name, dict(res.params), res.in_circuit, res.scores.cpu(),
+                  {"n_trials": res.info.get("n_trials"), "seconds": round(time.perf_counter() - t0, 3)})
         runs.append(run)
         if on_done is not None:
             on_done(run)
     return runs
 
 
-def score_runs(problem: Problem, method: str, sizes: Sequence[int] | None,
-               progress: ProgressFn = _no_progress, out: Path | None = None, header: dict[str, Any] | None = None,
-               resume: bool = False, seed: int = 0) -> list[Run]:
-    """Run a score-based method once; one circuit per size (top-k edges). With `out`, the scores
-    are kept in `out/scores.safetensors` (and, with `resume`, read back instead of recomputed)."""
-    from subcircuit.checkpoint import check_header, load_state, save_state
+def score_runs(problem: Problem, spec: MethodSpec, options: Any, sizes: Sequence[int] | None,
+               progress: ProgressFn = no_progress, out: Path | None = None, header: dict[str, Any] | None = None,
+               resume: bool = False, seed: int = 0, cache: dict[Any, Any] | None = None) -> list[Run]:
+    """Run a score-based method once (with all its `options`); one circuit per size (top-k edges).
+    With `out`, the scores are kept in `out/scores.safetensors` (and, with `resume`, read back
+    instead of recomputed)."""
     from subcircuit.discover import check_scores
 
     n = problem.graph.n_edges
@@ -135,12 +139,8 @@ def score_runs(problem: Problem, method: str, sizes: Sequence[int] | None,
         check_header(path, meta.get("header"), header)
         scores, params, info = tensors["scores"], meta["params"], meta["info"]
     else:
-        spec = get_method(method)
-        import inspect
-
-        kwargs = {"seed": seed} if "seed" in inspect.signature(spec.fn).parameters else {}
-        res = spec.fn(problem, progress=progress, **kwargs)
-        check_scores(res.scores, problem.graph, method)
+        res = spec.fn(problem, options, Context(progress, seed, cache={} if cache is None else cache))
+        check_scores(res.scores, problem.graph, spec.name)
         scores, params = res.scores.float(), dict(res.params)
         info = {k: v for k, v in res.info.items() if isinstance(v, int | float | str | list | dict)}
         if path is not None:
@@ -161,7 +161,8 @@ class SweepResult:
     summary: dict[str, Any]
 
 
-def _reference_rows(problem: Problem, runs: list[Run], model: str, task: str, method: str) -> dict[str, Any] | None:
+def _reference_rows(problem: Problem, runs: list[Run], model: str, task: str,
+                    by_threshold: bool) -> dict[str, Any] | None:
     """Edge/node TPR and FPR per run, and the sweep's AUCs, against the canonical reference."""
     name = canonical_name(model, task)
     if name is None:
@@ -172,20 +173,21 @@ def _reference_rows(problem: Problem, runs: list[Run], model: str, task: str, me
     ref_e, ref_n = ref.edge_mask, nodes_of(ref.edge_mask, inc)
     per_run = {r.name: {"edge": rates(r.keep, ref_e).to_dict(), "node": rates(nodes_of(r.keep, inc), ref_n).to_dict()}
                for r in runs}
-    if method == "acdc":
+    if by_threshold:  # Pareto points over τ
         auc_e, _ = auc_of_circuits([r.keep for r in runs], ref_e)
         auc_n, _ = auc_of_circuits([nodes_of(r.keep, inc) for r in runs], ref_n)
-    else:
+    else:  # the score ranking
         auc_e, _ = auc_of_ranking(runs[0].scores, ref_e)
         auc_n, _ = auc_of_ranking(node_scores(runs[0].scores, inc), ref_n)
     return {"reference": name, "auc_edge": auc_e, "auc_node": auc_n, "runs": per_run}
 
 
 def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes: Sequence[int] | None = None,
-          out: str | Path = "sweep", progress: ProgressFn = _no_progress, resume: bool = False,
+          out: str | Path = "sweep", progress: ProgressFn = no_progress, resume: bool = False,
           overwrite: bool = False, force: bool = False) -> SweepResult:
     """Run `options.method` over thresholds (ACDC) or sizes (score methods); write one folder per run
-    and summary.json / summary.md into `out`. `options` is a `discover.DiscoverOptions`.
+    and summary.json / summary.md into `out`. `options` is a `discover.DiscoverOptions`: every
+    method option in it reaches the method (the threshold or size comes from the sweep).
 
     `resume`: keep the finished runs already in `out` and finish the others (same options only);
     `overwrite`: replace a sweep already in `out` (otherwise refused); `force`: run even if the
@@ -193,22 +195,27 @@ def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes
     from dataclasses import asdict
 
     from subcircuit.circuit import circuit_mask, load_circuit, scores_tensor
-    from subcircuit.discover import check_results, run_header, versions
+    from subcircuit.discover import check_results, method_options, run_header, versions
     from subcircuit.memory import check_memory
     from subcircuit.models.loading import LoadedModel, check_device, load
     from subcircuit.tasks import get_metric, get_task
 
     options.validate()
-    if options.method == "acdc" and sizes:
-        raise UserError("ACDC sweeps thresholds (--thresholds), not sizes")
-    if options.method != "acdc" and thresholds:
+    spec, method_opts, select = method_options(options)
+    by_threshold = sweeps_thresholds(spec)
+    if by_threshold and sizes:
+        raise UserError(f"{spec.name.upper()} sweeps thresholds (--thresholds), not sizes")
+    if not by_threshold and thresholds:
         raise UserError(f"{options.method} sweeps sizes (--sizes), not thresholds")
+    for name in ("threshold", "edges"):
+        if getattr(method_opts, name, None) is not None or getattr(select, name, None) is not None:
+            raise UserError(f"--{name} is not an option of a sweep (give --thresholds or --sizes)")
+    if select is not None and (select.sparsity is not None or select.selection != "top" or select.prune):
+        raise UserError("a sweep's circuits are the top-k edges of each size (no --sparsity, --selection, --prune)")
     out = Path(out)
-    if options.method == "acdc":
+    if by_threshold:
         thresholds = list(thresholds or DEFAULT_THRESHOLDS)
-        for tau in thresholds:
-            if not isinstance(tau, int | float) or math.isnan(tau) or tau < 0:
-                raise UserError(f"threshold {tau} is invalid; expected a number >= 0")
+        _check_thresholds(thresholds)
     model_name = str(model) if isinstance(model, str | Path) else model.name
     header = {**run_header(options, model_name, str(task)),
               "thresholds": sorted(set(float(t) for t in thresholds or ())), "sizes": sorted(set(sizes or ()))}
@@ -241,8 +248,9 @@ def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes
     if overwrite and not resume:
         for f in (SCORES_FILE, "summary.json", "summary.md"):
             (out / f).unlink(missing_ok=True)
+        files = {"circuit.json", *(f for m in METHODS.values() for f in m.checkpoint_files)}
         for d in [*out.glob("tau-*"), *out.glob("edges-*")]:  # the replaced sweep's runs
-            for f in ("circuit.json", "acdc-trace.json"):
+            for f in files:
                 (d / f).unlink(missing_ok=True)
     atomic_write_text(sweep_file, json.dumps({"header": header}, indent=1))
     base = baseline(problem)
@@ -276,10 +284,12 @@ def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes
             c.save(out / r.name / "circuit.json")
         circuits[r.name] = c
 
-    if options.method == "acdc":
-        runs = acdc_runs(problem, thresholds, options.abs_value, progress, out, header, resume, on_done=write)
+    cache: dict[Any, Any] = {}  # the session's reusable work (ACDC: finished traces)
+    if by_threshold:
+        runs = threshold_runs(problem, spec, method_opts, thresholds, progress, out, header, resume, options.seed,
+                              on_done=write, cache=cache)
     else:
-        runs = score_runs(problem, options.method, sizes, progress, out, header, resume, options.seed)
+        runs = score_runs(problem, spec, method_opts, sizes, progress, out, header, resume, options.seed, cache)
         for r in runs:
             write(r)
     runs = [Run(r.name, r.param, graph.to_flat(circuit_mask(circuits[r.name], graph) != 0),
@@ -290,7 +300,7 @@ def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes
         rows.append({"run": r.name, **{k: v for k, v in r.param.items() if k in ("threshold", "edges")},
                      "n_edges": int(r.keep.sum()), "metric_circuit": res["metric_circuit"],
                      "faithfulness": res["faithfulness"]})
-    ref = _reference_rows(problem, runs, loaded.name, str(task), options.method)
+    ref = _reference_rows(problem, runs, loaded.name, str(task), by_threshold)
     if ref is not None:
         for row in rows:
             rr = ref["runs"][row["run"]]

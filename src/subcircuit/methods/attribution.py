@@ -36,17 +36,44 @@ Both variants store the signed score (estimated loss increase on removal).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from subcircuit.errors import UserError
-from subcircuit.methods.base import MethodResult, Problem, ProgressFn, _no_progress, register_method
+from subcircuit.methods.base import (
+    Context,
+    MethodResult,
+    Options,
+    Problem,
+    ProgressFn,
+    at_least,
+    no_progress,
+    option,
+    register_method,
+)
 from subcircuit.patching import Patcher, sender_outputs
 
 log = logging.getLogger(__name__)
 IGKind = Literal["inputs", "activations"]
+
+
+@dataclass(frozen=True)
+class EAPOptions(Options):
+    """EAP has no options: one forward and one backward pass at the full model."""
+
+
+@dataclass(frozen=True)
+class EAPIGOptions(Options):
+    """EAP-IG's options (see the module docstring)."""
+
+    ig_steps: int = option(5, "EAP-IG interpolation steps.")
+    ig: Literal["inputs", "activations"] = option("inputs", "EAP-IG variant: inputs or activations.")
+
+    def check(self) -> None:
+        at_least("--ig-steps", self.ig_steps, 1)
 
 
 def mask_gradient(problem: Problem, masks: Tensor, patcher: Patcher | None = None) -> Tensor:
@@ -67,19 +94,20 @@ def input_mask(problem: Problem, alpha: float) -> Tensor:
     return m * problem.graph.exists.to(m)
 
 
-@register_method("eap", "Edge attribution patching: first-order effect of removing each edge (one backward)")
-def eap(problem: Problem, progress: ProgressFn = _no_progress) -> MethodResult:
+@register_method("eap", "Edge attribution patching: first-order effect of removing each edge (one backward)",
+                 EAPOptions, uses_gradients=True)
+def eap(problem: Problem, options: EAPOptions, ctx: Context) -> MethodResult:
     """scores = −∂L/∂m at m = 1: the first-order estimate of the loss increase on removal."""
     grad = mask_gradient(problem, problem.graph.full_mask()[None])[0]
     if float(grad.abs().max()) < 1e-7:
         log.warning("EAP: the metric's gradient at the full model is ~0 (KL to the full model is at its "
                     "minimum there); use --metric logit-diff, or eap-ig")
-    progress(1, 1, "eap")
+    ctx.progress(1, 1, "eap")
     return MethodResult(problem.graph.to_flat(-grad.cpu()), None, {"signed": True})
 
 
 def eap_ig_scores(problem: Problem, steps: int = 5, ig: IGKind = "inputs", chunk: int | None = None,
-                  progress: ProgressFn = _no_progress) -> Tensor:
+                  progress: ProgressFn = no_progress) -> Tensor:
     """[receiver sender] EAP-IG scores (signed estimate of the loss increase on removal)."""
     if steps < 1:
         raise UserError(f"--ig-steps {steps} is invalid; expected at least 1")
@@ -109,9 +137,10 @@ def eap_ig_scores(problem: Problem, steps: int = 5, ig: IGKind = "inputs", chunk
     return -(total / steps).cpu()
 
 
-@register_method("eap-ig", "EAP with integrated gradients (Hanna et al. 2024): inputs or activations interpolated")
-def eap_ig(problem: Problem, steps: int = 5, ig: IGKind = "inputs", chunk: int | None = None,
-           progress: ProgressFn = _no_progress) -> MethodResult:
-    """Registered entry point: EAP-IG with `steps` interpolation points (see the module docstring)."""
-    scores = eap_ig_scores(problem, steps, ig, chunk, progress)
-    return MethodResult(problem.graph.to_flat(scores), None, {"ig_steps": steps, "ig": ig, "signed": True})
+@register_method("eap-ig", "EAP with integrated gradients (Hanna et al. 2024): inputs or activations interpolated",
+                 EAPIGOptions, uses_gradients=True)
+def eap_ig(problem: Problem, options: EAPIGOptions, ctx: Context) -> MethodResult:
+    """Registered entry point: EAP-IG with `ig_steps` interpolation points (see the module docstring)."""
+    scores = eap_ig_scores(problem, options.ig_steps, options.ig, progress=ctx.progress)
+    return MethodResult(problem.graph.to_flat(scores), None, {"ig_steps": options.ig_steps, "ig": options.ig,
+                                                              "signed": True})

@@ -26,18 +26,57 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from subcircuit.graph import Graph
 from subcircuit.methods.attribution import mask_gradient
-from subcircuit.methods.base import MethodResult, Problem, ProgressFn, _no_progress, register_method
-from subcircuit.methods.edge_pruning import train_gates
+from subcircuit.methods.base import (
+    Context,
+    MethodResult,
+    Options,
+    Problem,
+    ProgressFn,
+    at_least,
+    no_progress,
+    option,
+    register_method,
+)
+from subcircuit.methods.selection import receiver_components
+from subcircuit.methods.training import CHECKPOINT_FILE, checkpoint_of, train_gates
 from subcircuit.patching import Ablation
-from subcircuit.selection import receiver_components
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodePatchingOptions(Options):
+    """Node patching has no options."""
+
+
+@dataclass(frozen=True)
+class HISPOptions(Options):
+    """HISP has no options."""
+
+
+@dataclass(frozen=True)
+class RandomOptions(Options):
+    """Random scores have no options (the generator is seeded with the run's --seed)."""
+
+
+@dataclass(frozen=True)
+class SPOptions(Options):
+    """Subnetwork Probing's options (the noise is seeded with the run's --seed)."""
+
+    lam: float = option(1.0, "SP: weight λ of the expected fraction of open node gates.")
+    train_steps: int = option(200, "Optimisation steps (one patched forward and backward pass each).")
+    lr: float = option(0.1, "Adam learning rate of the gates' log α.")
+    init: float = option(3.0, "Initial log α of every gate (3: every gate ≈ 1).")
+
+    def check(self) -> None:
+        at_least("--train-steps", self.train_steps, 1)
 
 
 def node_to_edge_scores(graph: Graph, node: Tensor, rule: str = "min") -> Tensor:
@@ -65,9 +104,8 @@ def sender_expand(graph: Graph, device) -> Callable[[Tensor], Tensor]:
     return expand
 
 
-@register_method("node-patching", "Exact effect of ablating each sender node; edges scored by their sender")
-def node_patching(problem: Problem, chunk: int = 16, progress: ProgressFn = _no_progress) -> MethodResult:
-    """node effect [sender] = loss(every edge out of s ablated) − loss(full)."""
+def node_effects(problem: Problem, chunk: int = 16, progress: ProgressFn = no_progress) -> Tensor:
+    """[sender] loss(every edge out of s ablated) − loss(full), `chunk` senders per batch."""
     graph = problem.graph
     full = graph.full_mask().to(problem.model.device)
     n = len(graph.senders)
@@ -80,6 +118,15 @@ def node_patching(problem: Problem, chunk: int = 16, progress: ProgressFn = _no_
             masks[torch.arange(len(idx)), :, idx] = 0
             effects[idx] = problem.loss(masks).cpu() - base
             progress(int(idx[-1]) + 1, n, "node-patching senders")
+    return effects
+
+
+@register_method("node-patching", "Exact effect of ablating each sender node; edges scored by their sender",
+                 NodePatchingOptions)
+def node_patching(problem: Problem, options: NodePatchingOptions, ctx: Context) -> MethodResult:
+    """node effect [sender] = loss(every edge out of s ablated) − loss(full)."""
+    graph = problem.graph
+    effects = node_effects(problem, 16, ctx.progress)
     info = {"node_scores": dict(zip([s.name for s in graph.senders], effects.tolist(), strict=True))}
     return MethodResult(node_to_edge_scores(graph, effects, "sender"), None, {"edge_rule": "sender"}, info)
 
@@ -95,8 +142,9 @@ def _example(problem: Problem, i: int) -> Problem:
     return dataclasses.replace(problem, task=task, ablation=abl, base_logits=problem.base_logits[i : i + 1])
 
 
-@register_method("hisp", "Head Importance Score Pruning (Michel et al. 2019): mean |∂L/∂(node gate)|")
-def hisp(problem: Problem, progress: ProgressFn = _no_progress) -> MethodResult:
+@register_method("hisp", "Head Importance Score Pruning (Michel et al. 2019): mean |∂L/∂(node gate)|",
+                 HISPOptions, uses_gradients=True)
+def hisp(problem: Problem, options: HISPOptions, ctx: Context) -> MethodResult:
     """I_s = mean over examples of |Σ_r ∂L_x/∂m[r,s]| at m = 1; edges by min of endpoints."""
     graph = problem.graph
     full = graph.full_mask()[None]
@@ -105,21 +153,23 @@ def hisp(problem: Problem, progress: ProgressFn = _no_progress) -> MethodResult:
     for i in range(n):
         g = mask_gradient(_example(problem, i), full)[0]  # [receiver sender]
         imp += g.sum(0).abs().cpu()
-        progress(i + 1, n, "hisp examples")
+        ctx.progress(i + 1, n, "hisp examples")
     imp /= n
     info = {"node_scores": dict(zip([s.name for s in graph.senders], imp.tolist(), strict=True))}
     return MethodResult(node_to_edge_scores(graph, imp), None, {"edge_rule": "min"}, info)
 
 
-@register_method("sp", "Subnetwork Probing (Cao et al. 2021), simplified: hard-concrete node gates, fixed λ")
-def sp(problem: Problem, lam: float = 1.0, steps: int = 200, lr: float = 0.1, init: float = 3.0, seed: int = 0,
-       progress: ProgressFn = _no_progress, checkpoint=None) -> MethodResult:
-    """Node gates trained on loss + λ·(expected fraction open); node score = log α.
-    `checkpoint` (a `subcircuit.checkpoint.TrainingCheckpoint`): save / resume the training."""
+@register_method("sp", "Subnetwork Probing (Cao et al. 2021), simplified: hard-concrete node gates, fixed λ",
+                 SPOptions, resumable=True, uses_gradients=True, checkpoint_files=(CHECKPOINT_FILE,))
+def sp(problem: Problem, options: SPOptions, ctx: Context) -> MethodResult:
+    """Node gates trained on loss + λ·(expected fraction open); node score = log α. With
+    `ctx.folder`, the training state is saved every few steps (and resumed with `ctx.resume`)."""
     graph = problem.graph
     expand = sender_expand(graph, problem.model.device)
-    log_alpha, hist = train_gates(problem, expand, len(graph.senders) - 1, 1.0, steps, lr, 0.0, init, seed,
-                                  progress, "sp steps", penalty=lam, checkpoint=checkpoint)
+    lam, steps, seed = options.lam, options.train_steps, ctx.seed
+    log_alpha, hist = train_gates(problem, expand, len(graph.senders) - 1, 1.0, steps, options.lr, 0.0,
+                                  options.init, seed, ctx.progress, "sp steps", penalty=lam,
+                                  checkpoint=checkpoint_of(ctx))
     node = torch.cat([log_alpha.new_zeros(1), log_alpha]).cpu()
     info = {"final_loss": hist[-1] if hist else None,
             "node_scores": dict(zip([s.name for s in graph.senders][1:], log_alpha.tolist(), strict=True))}
@@ -127,7 +177,7 @@ def sp(problem: Problem, lam: float = 1.0, steps: int = 200, lr: float = 0.1, in
                                                                  "edge_rule": "min"}, info)
 
 
-@register_method("random", "Uniform random scores from the seed: the floor")
-def random_scores(problem: Problem, seed: int = 0, progress: ProgressFn = _no_progress) -> MethodResult:
-    gen = torch.Generator().manual_seed(seed)
-    return MethodResult(torch.rand(problem.graph.n_edges, generator=gen), None, {"seed": seed}, {})
+@register_method("random", "Uniform random scores from the seed: the floor", RandomOptions)
+def random_scores(problem: Problem, options: RandomOptions, ctx: Context) -> MethodResult:
+    gen = torch.Generator().manual_seed(ctx.seed)
+    return MethodResult(torch.rand(problem.graph.n_edges, generator=gen), None, {"seed": ctx.seed}, {})
