@@ -34,26 +34,18 @@ MAX_LINES = 400
 
 # modules over MAX_LINES today, being split by other branches of issue 16
 PENDING_LONG = {
-    "subcircuit/discover.py",  # -> runs/
-    "subcircuit/methods/acdc.py",  # -> methods/acdc/
     "subcircuit/models/tracr.py",  # -> models/tracr/
     "subcircuit/models/transformer.py",  # -> models/families/
 }
 # modules that import another package's private names today (being moved by other branches)
 PENDING_PRIVATE = {
-    "subcircuit/discover.py",  # -> runs/ (methods.base._no_progress)
-    "subcircuit/evaluation/sweep.py",  # -> runs/sweep.py (discover's private functions)
     "subcircuit/report/roles.py",  # -> evaluation/roles.py on the model's forward pass
 }
 # benchmark scripts that switch autograd off globally at import today
-PENDING_GRAD_MODE = {
-    "benchmarks/bench_acdc.py",
-}
+PENDING_GRAD_MODE: set[str] = set()
 # modules that branch on `method == "acdc"` today (ACDC moves behind the registry)
 PENDING_ACDC_BRANCH = {
-    "subcircuit/discover.py",
     "subcircuit/evaluation/compare.py",  # labels and groups circuit files by method name
-    "subcircuit/evaluation/sweep.py",
     "subcircuit/memory.py",
 }
 
