@@ -45,7 +45,6 @@ PENDING_PRIVATE = {
 PENDING_GRAD_MODE: set[str] = set()
 # modules that branch on `method == "acdc"` today (ACDC moves behind the registry)
 PENDING_ACDC_BRANCH = {
-    "subcircuit/evaluation/compare.py",  # labels and groups circuit files by method name
     "subcircuit/memory.py",
 }
 

@@ -59,7 +59,7 @@ class RunEvaluation:
     @property
     def label(self) -> str:
         p = self.circuit.params
-        tag = f"τ={p['threshold']:g}" if "threshold" in p and self.circuit.method == "acdc" else f"{self.n_edges}e"
+        tag = f"τ={p['threshold']:g}" if "threshold" in p and not ranks_edges(self.circuit) else f"{self.n_edges}e"
         return f"{self.circuit.method} {tag}"
 
     @property
@@ -96,8 +96,17 @@ def run_folders(paths: list[str | Path]) -> list[Path]:
     return out
 
 
+def ranks_edges(c: Circuit) -> bool:
+    """Whether the circuit's method scores edges as a ranking (its `MethodSpec.ranks_edges`; a
+    method this version does not know counts as ranking)."""
+    from subcircuit.methods import METHODS
+
+    spec = METHODS.get(c.method)
+    return spec is None or spec.ranks_edges
+
+
 def _scores_every_edge(c: Circuit) -> bool:
-    return c.method not in ("acdc",) and any(e["score"] != 0 for e in c.edges)
+    return ranks_edges(c) and any(e["score"] != 0 for e in c.edges)
 
 
 def circuit_graph(c: Circuit) -> Graph:
@@ -232,7 +241,7 @@ def acdc_groups(evs: list[RunEvaluation]) -> dict[str, list[RunEvaluation]]:
     groups: dict[str, list[RunEvaluation]] = {}
     for e in evs:
         c = e.circuit
-        if c.method == "acdc":
+        if not ranks_edges(c):
             groups.setdefault(f"{c.model}/{c.task}/{c.metric}/{c.ablation}", []).append(e)
     return groups
 
@@ -265,10 +274,10 @@ def write_plots(evs: list[RunEvaluation], out: Path, against: str | None) -> lis
             cc = e.curve["cpr_curve"]
             ys = [math.nan if f is None else f for f in cc["faithfulness"]]
             ax.plot(cc["fractions"], ys, marker="o", label=f"{e.circuit.method} (CPR {e.curve['cpr']:.3f})")
-    pts = [(e.row()["fraction"], e.row()["faithfulness"]) for e in evs if e.circuit.method == "acdc"]
+    pts = [(e.row()["fraction"], e.row()["faithfulness"]) for e in evs if not ranks_edges(e.circuit)]
     pts = [(x, y) for x, y in pts if y is not None]
     if pts:
-        ax.scatter(*zip(*sorted(pts), strict=True), color="k", marker="x", label="acdc (one run each)", zorder=3)
+        ax.scatter(*zip(*sorted(pts), strict=True), color="k", marker="x", label="one run each (acdc)", zorder=3)
     ax.set_xscale("log")
     ax.set_xlabel("fraction of edges in the circuit")
     ax.set_ylabel("faithfulness")

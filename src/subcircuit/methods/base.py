@@ -267,19 +267,24 @@ class MethodSpec:
     resumable: bool = False  # keeps checkpoint files in ctx.folder and resumes from them
     uses_gradients: bool = False  # runs the autograd engine (memory estimate)
     checkpoint_files: tuple[str, ...] = ()  # the files it keeps in ctx.folder
+    # whether the scores rank the edges (curves, ROC over the ranking); False for ACDC, whose
+    # score is the change measured against the graph of the moment (0 for untried edges), so its
+    # circuits are compared one per threshold instead
+    ranks_edges: bool = True
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(name: str, description: str, options: type, *, selects_circuit: bool = False,
-                    resumable: bool = False, uses_gradients: bool = False, checkpoint_files: tuple[str, ...] = ()):
+                    resumable: bool = False, uses_gradients: bool = False, checkpoint_files: tuple[str, ...] = (),
+                    ranks_edges: bool = True):
     """Decorator: `@register_method("eap", "...", EAPOptions, uses_gradients=True)` adds a method."""
 
     def deco(fn: MethodFn) -> MethodFn:
         option_fields(options)  # the field types must be ones the CLI can build
         METHODS[name] = MethodSpec(name, fn, options, description, selects_circuit, resumable, uses_gradients,
-                                   tuple(checkpoint_files))
+                                   tuple(checkpoint_files), ranks_edges)
         return fn
 
     return deco

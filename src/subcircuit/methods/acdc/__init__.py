@@ -129,7 +129,7 @@ def _reference(problem: Problem, tau: float, abs_value: bool = False, *, trace=N
 
 
 @register_method("acdc", "ACDC: greedy edge pruning against the current graph (Conmy et al. 2023)", ACDCOptions,
-                 selects_circuit=True, resumable=True, checkpoint_files=(TRACE_FILE,))
+                 selects_circuit=True, resumable=True, checkpoint_files=(TRACE_FILE,), ranks_edges=False)
 def acdc(problem: Problem, options: ACDCOptions, ctx: Context) -> MethodResult:
     """ACDC at τ (`threshold`) or for at most `edges` edges, on every edge or on `candidates`.
     With `ctx.folder` the trace is kept in `acdc-trace.json` after every receiver and, with
