@@ -61,7 +61,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from subcircuit.models import ModelConfig, Transformer, save
-from subcircuit.models.transformer import _keys_or_values, attention_pattern, embed, normalize
+from subcircuit.models.attention import _keys_or_values, attention_pattern
+from subcircuit.models.norms import normalize
+from subcircuit.models.transformer import embed
 
 VOCAB = 256
 N_CTX = 64

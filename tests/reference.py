@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from subcircuit.graph import Graph
-from subcircuit.models.transformer import Transformer, _rotate, embed, mlp, normalize, rotary_tables, unembed
+from subcircuit.models.attention import _rotate, rotary_tables
+from subcircuit.models.norms import normalize
+from subcircuit.models.transformer import Transformer, embed, mlp, unembed
 
 
 def reference_logits(

@@ -33,14 +33,9 @@ PACKAGE = "subcircuit"
 MAX_LINES = 400
 
 # modules over MAX_LINES today, being split by other branches of issue 16
-PENDING_LONG = {
-    "subcircuit/models/tracr.py",  # -> models/tracr/
-    "subcircuit/models/transformer.py",  # -> models/families/
-}
+PENDING_LONG: set[str] = set()
 # modules that import another package's private names today (being moved by other branches)
-PENDING_PRIVATE = {
-    "subcircuit/report/roles.py",  # -> evaluation/roles.py on the model's forward pass
-}
+PENDING_PRIVATE: set[str] = set()
 # benchmark scripts that switch autograd off globally at import today
 PENDING_GRAD_MODE: set[str] = set()
 # modules that branch on `method == "acdc"` today (ACDC moves behind the registry)

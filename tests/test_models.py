@@ -315,6 +315,29 @@ def test_unsupported_family_features_are_one_line_user_errors(kind: str, change:
     assert "\n" not in str(e.value) and needle in str(e.value)
 
 
+# ------------------------------------------------------------------------------ listed parameter counts
+
+SHIPPED = ("toy-induction-2l", "tracr-reverse", "tracr-proportion")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_listed_parameter_count_is_the_shipped_models_own(name: str) -> None:
+    from subcircuit.models import MODELS, load
+
+    assert MODELS[name].n_params == load(name).model.n_params() > 0
+
+
+def test_models_table_shows_a_count_for_every_model(capsys) -> None:
+    """`subcircuit models` used to show "?" for toy-induction-2l (a count of 0)."""
+    from subcircuit.cli import fmt_params, run_cli
+    from subcircuit.models import MODELS
+
+    assert all(entry.n_params > 0 for entry in MODELS.values())
+    assert run_cli(["models"]) == 0
+    out = capsys.readouterr().out
+    assert fmt_params(MODELS["toy-induction-2l"].n_params) == "206.8k" and "206.8k" in out
+
+
 # ------------------------------------------------------------------------------ slow: SmolLM2
 
 
@@ -323,6 +346,31 @@ def smollm2():
     from subcircuit.models import load
 
     return load("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def smollm2_hf():
+    from subcircuit.models.gguf import load_smollm2_transformers
+
+    hf, tok = load_smollm2_transformers()
+    hf.config._attn_implementation = "eager"
+    return hf.eval(), tok
+
+
+@pytest.mark.slow
+def test_smollm2_listed_parameter_count(smollm2, smollm2_hf) -> None:
+    """The listed count is the published one (transformers' count: tied embeddings once). Ours
+    is larger by exactly the separate unembedding copy and the biases Llama does not have
+    (stored as zeros so the code has one shape)."""
+    from subcircuit.models import MODELS
+
+    hf, _ = smollm2_hf
+    listed = MODELS["smollm2-135m"].n_params
+    assert listed == hf.num_parameters()
+    m = smollm2.model
+    biases = [p for n, p in m.named_parameters() if n.split(".")[-1].startswith(("b_", "ln1_b", "ln2_b", "lnf_b"))]
+    assert not any(p.any() for p in biases)  # Llama has no biases: ours are stored zeros
+    assert m.n_params() == listed + m.W_U.numel() + sum(p.numel() for p in biases)
 
 
 SMOL_PROMPTS = [
@@ -334,12 +382,8 @@ SMOL_PROMPTS = [
 
 
 @pytest.mark.slow
-def test_smollm2_matches_transformers(smollm2) -> None:
-    from subcircuit.models.loading import load_smollm2_transformers
-
-    hf, tok = load_smollm2_transformers()
-    hf.config._attn_implementation = "eager"
-    hf.eval()
+def test_smollm2_matches_transformers(smollm2, smollm2_hf) -> None:
+    hf, tok = smollm2_hf
     for prompt in SMOL_PROMPTS:
         tokens = torch.tensor([tok.encode(prompt)])
         with torch.no_grad():

@@ -270,7 +270,7 @@ def test_shared_input_norm_gives_each_slot_its_own_gradient(norm):
 
     from conftest import TINY_CONFIGS
 
-    from subcircuit.models.transformer import _SharedInputNorm, normalize
+    from subcircuit.models.norms import _SharedInputNorm, normalize
 
     cfg = dataclasses.replace(TINY_CONFIGS["gpt2"], norm=norm)
     gen = torch.Generator().manual_seed(0)

@@ -12,11 +12,20 @@ from conftest import TINY_CONFIGS, random_model
 from subcircuit.circuit import Circuit, load_circuit
 from subcircuit.cli import run_cli
 from subcircuit.discover import DiscoverOptions, discover
-from subcircuit.models.loading import LoadedModel
-from subcircuit.report import circuit_heads, write_report
+from subcircuit.evaluation.roles import (
+    CUTOFFS,
+    ROLES,
+    HeadRoles,
+    circuit_heads,
+    head_roles,
+    label_of,
+    load_roles,
+)
+from subcircuit.models import LoadedModel
+from subcircuit.report import write_report
 from subcircuit.report.html import render_html
-from subcircuit.report.roles import CUTOFFS, HeadRoles, head_roles, label_of, load_roles
 from subcircuit.report.svg import KIND_COLOURS, layout, receiver_kind, render_svg
+from subcircuit.runs.report import report_run
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -81,8 +90,6 @@ def test_label_is_the_best_attention_role_above_its_cutoff(scores, label):
 
 
 def test_cutoffs_cover_every_role():
-    from subcircuit.report.roles import ROLES
-
     assert set(CUTOFFS) == set(ROLES)
 
 
@@ -197,7 +204,7 @@ def test_show_recomputes_roles_when_the_model_is_available(toy_run, capsys):
 
 def test_show_without_the_model_draws_without_roles(tmp_path, capsys):
     fake_circuit([("a0.h0->logits", 1.0)]).save(tmp_path)
-    files = write_report(tmp_path)
+    files = report_run(tmp_path)
     assert files.roles is None and "head roles not computed" in files.roles_note
     assert "head roles not computed" in (tmp_path / "report.html").read_text()
 
@@ -257,3 +264,19 @@ def test_demo_summary_and_index(toy_run, capsys):
     print_demo_summary(runs, index)
     out = capsys.readouterr().out
     assert "a0.h0 prev-token" in out and str(toy_run / "report.html") in out
+
+
+def test_write_report_only_draws_what_it_is_given(tmp_path):
+    """report.write_report draws the roles handed in (or the note why there are none) and never
+    measures or writes roles itself."""
+    c = fake_circuit([("a0.h0->logits", 1.0)])
+    svg, html = write_report(tmp_path, c, {"a0.h0": HeadRoles("a0.h0", {"previous-token": 0.9})})
+    assert (svg, html) == (tmp_path / "circuit.svg", tmp_path / "report.html")
+    assert "prev-token" in svg.read_text() and not (tmp_path / "roles.json").exists()
+    _, html = write_report(tmp_path / "other", c, roles_note="no roles: the model is elsewhere")
+    assert "no roles: the model is elsewhere" in html.read_text()
+
+
+def test_circuit_heads_reads_names_through_the_graph_parser():
+    c = fake_circuit([("a10.h2->a12.h0<q>", 1.0), ("a2.h11->a10.h2<v>", 0.5), ("a3->m4", 0.1), ("input->a3.g1<k>", 0.2)])
+    assert circuit_heads(c) == ["a2.h11", "a10.h2", "a12.h0"]  # numeric order; groups and layers are not heads

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from subcircuit.models import MODELS, load
+from subcircuit.models.attention import attention, attention_pattern
 from subcircuit.models.loading import data_dir
-from subcircuit.models.transformer import attention, attention_pattern, embed
+from subcircuit.models.transformer import embed
 
 NAME = "toy-induction-2l"
 SPAN = 20

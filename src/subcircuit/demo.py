@@ -135,7 +135,8 @@ def timed_load(spec: str, device: str = "cpu") -> tuple[Any, float]:
 
 def smollm2_is_cached() -> bool:
     """Whether SmolLM2's fp32 cache exists (so the next load skips dequantization)."""
-    from subcircuit.models.loading import OUR_WEIGHTS, smollm2_cache
+    from subcircuit.models.gguf import smollm2_cache
+    from subcircuit.models.loading import OUR_WEIGHTS
 
     return (smollm2_cache() / OUR_WEIGHTS).exists()
 
@@ -259,7 +260,7 @@ def head_labels(folder: Any) -> dict[str, str]:
     """{head: label} of the labelled heads of a run folder (from its roles.json; {} without)."""
     from pathlib import Path
 
-    from subcircuit.report.roles import ROLES_FILE, load_roles
+    from subcircuit.evaluation.roles import ROLES_FILE, load_roles
 
     path = Path(folder) / ROLES_FILE
     if not path.exists():

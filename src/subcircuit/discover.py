@@ -38,7 +38,7 @@ from subcircuit.methods.acdc import TRACE_FILE, read_trace_header, scores_key
 from subcircuit.methods.base import build_options, refuse_unknown
 from subcircuit.methods.selection import SelectOptions, check_select, select_circuit
 from subcircuit.methods.training import CHECKPOINT_FILE
-from subcircuit.models.loading import LoadedModel, load
+from subcircuit.models import LoadedModel, load
 from subcircuit.patching import ABLATIONS
 from subcircuit.tasks import get_metric, get_task
 
@@ -260,7 +260,7 @@ def discover(
     if out_dir is not None:
         circuit.save(out_dir)
         if report:
-            from subcircuit.report import write_report
+            from subcircuit.runs.report import report_run
 
-            write_report(out_dir, circuit, loaded=loaded, task=task_obj)
+            report_run(out_dir, circuit, loaded=loaded, task=task_obj)
     return circuit

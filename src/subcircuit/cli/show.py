@@ -19,10 +19,10 @@ def show(
 ) -> None:
     """(Re)render DIR/circuit.svg and DIR/report.html from DIR/circuit.json (roles from roles.json,
     or measured on the model when it is available)."""
-    from subcircuit.report import write_report
+    from subcircuit.runs.report import report_run
 
     with status(f"rendering {run_dir} ..."):
-        files = write_report(run_dir, recompute_roles=recompute_roles, device=device, roles=not no_roles)
+        files = report_run(run_dir, recompute_roles=recompute_roles, device=device, roles=not no_roles)
     o = out()
     if files.roles_note:
         o.print(files.roles_note, markup=False)

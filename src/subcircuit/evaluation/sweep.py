@@ -197,7 +197,8 @@ def sweep(model, task, options, thresholds: Sequence[float] | None = None, sizes
     from subcircuit.circuit import circuit_mask, load_circuit, scores_tensor
     from subcircuit.discover import check_results, method_options, run_header, versions
     from subcircuit.memory import check_memory
-    from subcircuit.models.loading import LoadedModel, check_device, load
+    from subcircuit.models import LoadedModel, load
+    from subcircuit.models.loading import check_device
     from subcircuit.tasks import get_metric, get_task
 
     options.validate()

@@ -1,10 +1,20 @@
-"""Models: our forward pass over transformers' weights, with every component's output separate."""
+"""Models: our forward pass over transformers' weights, with every component's output separate.
+
+- `config`: `ModelConfig`, the one description of every supported architecture;
+- `block`, `transformer`, `attention`, `norms`: the weights and the forward pass, as component
+  functions (`embed`, `attention`, `post_attention`, `mlp`, `unembed`) that the plain forward
+  (`Transformer.run`), the patched forwards and the role measurements all compose;
+- `families/`: one converter per family (GPT-2, GPT-NeoX, Llama, Gemma, OLMo) from transformers;
+- `loading` (our format, transformers folders, the Hub), `gguf` (the bundled SmolLM2),
+  `registry` (short names and `load`), `tracr/` (compiled RASP models with known circuits).
+"""
 
 from subcircuit.models import tracr as _tracr  # noqa: F401  (registers tracr-reverse, tracr-proportion)
 from subcircuit.models.config import ModelConfig
 from subcircuit.models.families import FAMILIES, family_for, from_hf
-from subcircuit.models.loading import MODELS, LoadedModel, ModelEntry, load, register, save
-from subcircuit.models.transformer import Transformer
+from subcircuit.models.loading import LoadedModel, save
+from subcircuit.models.registry import MODELS, ModelEntry, load, register
+from subcircuit.models.transformer import Run, Transformer
 
 __all__ = [
     "FAMILIES",
@@ -12,6 +22,7 @@ __all__ = [
     "LoadedModel",
     "ModelConfig",
     "ModelEntry",
+    "Run",
     "Transformer",
     "family_for",
     "from_hf",

@@ -1,8 +1,9 @@
 """The architecture description every model family is converted to.
 
 One frozen dataclass describes every supported decoder-only transformer. A family module
-(`gpt2.py`, `llama.py`, ...) only translates a transformers config and state dict into this
-description and our weight layout; the forward pass in `transformer.py` is shared.
+(`families/gpt2.py`, `families/llama.py`, ...) only translates a transformers config and state
+dict into this description and our weight layout; the forward pass (`transformer.py`,
+`attention.py`, `norms.py`) is shared, and each field switches a feature on in one place there.
 """
 
 from __future__ import annotations

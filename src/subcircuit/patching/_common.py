@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from subcircuit.graph import Graph, StageLayout
-from subcircuit.models.transformer import Transformer, embed, rotary_tables
+from subcircuit.models.attention import rotary_tables
+from subcircuit.models.transformer import Transformer, embed
 
 if TYPE_CHECKING:
     from subcircuit.patching.ablation import Ablation, Prefix

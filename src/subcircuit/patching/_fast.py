@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from subcircuit.graph import Graph, StageLayout
-from subcircuit.models.transformer import Transformer, attention, mlp, post_attention, unembed
+from subcircuit.models.attention import attention, post_attention
+from subcircuit.models.transformer import Transformer, mlp, unembed
 from subcircuit.patching._common import qkv_inputs, run_inputs
 from subcircuit.patching._memo import Memo
 from subcircuit.patching._senders import Senders

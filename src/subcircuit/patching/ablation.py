@@ -62,7 +62,7 @@ def _bias_before(model: Transformer, graph: Graph) -> Tensor:
 def sender_outputs(model: Transformer, graph: Graph, tokens: Tensor) -> Tensor:
     """[sender b p d] every sender's output in the plain (unpatched) run on `tokens`: one plain
     forward pass that keeps each component's output (`Transformer.run`)."""
-    _, kept = model.run(tokens, keep=True)
+    kept = model.run(tokens, keep=True).kept
     e = embed(model, tokens)
     out = e.new_empty(len(graph.senders), *e.shape)
     out[0] = e

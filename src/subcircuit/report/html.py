@@ -17,7 +17,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from subcircuit.report.roles import CUTOFFS, ROLES, HeadRoles
+from subcircuit.errors import UserError
+from subcircuit.evaluation.roles import CUTOFFS, ROLES, HeadRoles
+from subcircuit.graph import parse_node
 from subcircuit.report.svg import DEFAULT_MAX_EDGES, HTML_MAX_EDGES, fmt_score, ranked_edges, render_svg
 
 TOP_EDGES_TABLE = 100
@@ -78,11 +80,14 @@ def _roles_table(roles: dict[str, HeadRoles]) -> str:
 
 
 def _head_sort(name: str) -> tuple[int, int]:
+    """Heads by (layer, head); any other name (roles.json is read as given) last."""
     try:
-        layer, head = name[1:].split(".h")
-        return int(layer), int(head)
-    except ValueError:
+        node = parse_node(name)
+    except UserError:
         return (10**6, 0)
+    if node.kind != "head" or node.layer is None or node.index is None:
+        return (10**6, 0)
+    return node.layer, node.index
 
 
 def _plots(folder: Path | None) -> str:

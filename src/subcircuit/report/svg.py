@@ -7,7 +7,7 @@ edge is a curve from its sender's top to its receiver's bottom; query, key and v
 a head at its left, middle and right. Edge width grows with the score (square root, relative to
 the largest drawn score), colour names the receiver kind (q, k, v, MLP, logits; whole heads and
 attention layers at coarser granularities), and negative scores are dashed. A head's label (its
-role, `subcircuit.report.roles`) is written under its name and tints the box.
+role, `subcircuit.evaluation.roles`) is written under its name and tints the box.
 
 Circuits larger than `max_edges` show the top edges by score, and the picture says how many are
 hidden. The same drawing, with every edge up to `HTML_MAX_EDGES`, is the interactive diagram of
@@ -17,12 +17,12 @@ hidden. The same drawing, with every edge up to `HTML_MAX_EDGES`, is the interac
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from subcircuit.report.roles import HeadRoles
+from subcircuit.evaluation.roles import HeadRoles
+from subcircuit.graph import NodeName, parse_edge, parse_node
 
 DEFAULT_MAX_EDGES = 300
 HTML_MAX_EDGES = 2000
@@ -54,9 +54,6 @@ MLP_STEP = 42  # an MLP sits this far above its layer's attention row (or the ML
 LABEL_W = 40  # the layer labels on the left
 MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 30, 78, 30
 FONT = "Helvetica, Arial, sans-serif"
-
-_RECEIVER_RE = re.compile(r"^(?P<comp>.+?)(<(?P<port>[qkv])>)?$")
-
 
 @dataclass(frozen=True)
 class DrawnNode:
@@ -92,43 +89,35 @@ class Layout:
 
 def receiver_kind(receiver: str) -> tuple[str, str]:
     """`a1.h0<k>` -> ('a1.h0', 'k'); `m3` -> ('m3', 'mlp'); `logits`; `a2.h1` / `a2` -> 'head'."""
-    m = _RECEIVER_RE.match(receiver)
-    comp, port = (m.group("comp"), m.group("port")) if m else (receiver, None)
-    if port:
-        return comp, port
-    if comp == "logits":
-        return comp, "logits"
-    if re.fullmatch(r"m\d+", comp):
-        return comp, "mlp"
-    return comp, "head"
+    node = parse_node(receiver)
+    return node.component, _edge_kind(node)
 
 
-def node_kind(name: str) -> str:
-    if name in ("input", "logits"):
-        return name
-    if re.fullmatch(r"m\d+", name):
-        return "mlp"
-    if re.fullmatch(r"a\d+\.h\d+", name):
-        return "head"
-    if re.fullmatch(r"a\d+\.g\d+", name):
-        return "group"
-    return "attn"
+def _edge_kind(receiver: NodeName) -> str:
+    """The colour class of an edge into `receiver`: q | k | v | mlp | logits | head."""
+    if receiver.port is not None:
+        return receiver.port
+    if receiver.kind in ("logits", "mlp"):
+        return receiver.kind
+    return "head"
 
 
-def _row_key(name: str) -> tuple[float, int]:
+def _row_key(node: NodeName) -> tuple[float, int]:
     """(layer, 0 for attention / 1 for MLP); input first, logits last."""
-    if name == "input":
+    if node.kind == "input":
         return (-1, 0)
-    if name == "logits":
+    if node.kind == "logits":
         return (math.inf, 0)
-    m = re.match(r"([am])(\d+)", name)
-    assert m, name
-    return (int(m.group(2)), 0 if m.group(1) == "a" else 1)
+    assert node.layer is not None
+    return (node.layer, 1 if node.kind == "mlp" else 0)
 
 
-def _col_key(name: str) -> tuple[int, int]:
-    m = re.fullmatch(r"a\d+\.([hg])(\d+)", name)
-    return (0 if m.group(1) == "h" else 1, int(m.group(2))) if m else (0, 0)
+def _col_key(node: NodeName) -> tuple[int, int]:
+    """Heads by index, then KV groups by index (other boxes: one per row)."""
+    if node.kind in ("head", "group"):
+        assert node.index is not None
+        return (0 if node.kind == "head" else 1, node.index)
+    return (0, 0)
 
 
 def ranked_edges(circuit: Any) -> list[dict[str, Any]]:
@@ -142,19 +131,21 @@ def layout(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edges: i
     ranked = ranked_edges(circuit)
     shown = ranked[:max_edges]
     parsed = []
-    comps: set[str] = set()
+    comps: dict[str, NodeName] = {}  # every drawn box: its name and what the name says (no port)
     for e in shown:
-        sender, receiver = e["edge"].split("->")
-        comp, kind = receiver_kind(receiver)
-        parsed.append((e, sender, comp, kind))
-        comps.update((sender, comp))
+        s_name, r_name = parse_edge(e["edge"])
+        sender, receiver = parse_node(s_name), parse_node(r_name)
+        comp = receiver.component
+        parsed.append((e, sender.component, comp, _edge_kind(receiver)))
+        comps[sender.component] = sender
+        comps[comp] = NodeName(receiver.kind, receiver.layer, receiver.index)
     rows: dict[float, list[str]] = {}  # layer -> attention components (input, logits: their own rows)
     layers: set[float] = set()
-    mlps = sorted((c for c in comps if node_kind(c) == "mlp"), key=_row_key)
-    for c in comps:
-        layer = _row_key(c)[0]
+    mlps = sorted((c for c, n in comps.items() if n.kind == "mlp"), key=lambda c: _row_key(comps[c]))
+    for c, n in comps.items():
+        layer = _row_key(n)[0]
         layers.add(layer)
-        if node_kind(c) != "mlp":
+        if n.kind != "mlp":
             rows.setdefault(layer, []).append(c)
     keys = sorted(layers)
     widest = max((len(v) for v in rows.values()), default=1)
@@ -164,7 +155,7 @@ def layout(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edges: i
     # vertical positions, bottom-up in "up" coordinates (0 = input): an attention row sits ROW_H
     # above the previous one; an MLP sits MLP_STEP above its layer's attention (or the previous MLP),
     # so a layer with only an MLP costs less than a full row
-    mlp_layers = {_row_key(m)[0] for m in mlps}
+    mlp_layers = {_row_key(comps[m])[0] for m in mlps}
     up: dict[float, float] = {}
     mlp_up: dict[float, float] = {}
     last_attn, last_mlp = 0.0, -math.inf
@@ -186,16 +177,16 @@ def layout(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edges: i
     for key in keys:
         y = base - up[key]
         row_y[key] = y
-        names = sorted(rows.get(key, []), key=_col_key)
+        names = sorted(rows.get(key, []), key=lambda c: _col_key(comps[c]))
         row_w = len(names) * NODE_W + (len(names) - 1) * GAP_X
         x0 = centre - row_w / 2 + NODE_W / 2
         for j, nm in enumerate(names):
             pos[nm] = (x0 + j * (NODE_W + GAP_X), y)
     for m in mlps:  # a column on the right, above the layer's attention
-        pos[m] = (width - MARGIN_X - NODE_W / 2, base - mlp_up[_row_key(m)[0]])
+        pos[m] = (width - MARGIN_X - NODE_W / 2, base - mlp_up[_row_key(comps[m])[0]])
     roles = roles or {}
-    nodes = [DrawnNode(nm, node_kind(nm), *pos[nm], label=roles[nm].label if nm in roles else None)
-             for nm in sorted(pos, key=lambda n: (_row_key(n), _col_key(n)))]
+    nodes = [DrawnNode(nm, comps[nm].kind, *pos[nm], label=roles[nm].label if nm in roles else None)
+             for nm in sorted(pos, key=lambda n: (_row_key(comps[n]), _col_key(comps[n])))]
     top = max((abs(e["score"]) for e in shown), default=1.0) or 1.0
     port_dx = {"q": -NODE_W / 4, "k": 0.0, "v": NODE_W / 4}
     edges = []

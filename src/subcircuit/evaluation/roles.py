@@ -28,6 +28,13 @@ OV circuit, not of the attention pattern, and most heads with a clear attention 
 (induction heads and name movers do by definition), so it is added as a suffix (`induction +
 copying`) and labels a head on its own only when no attention role passes. Ties within `TIE`
 are broken by `ROLES`' order (most specific first). See docs/report.md.
+
+**Where the numbers come from.** The patterns and each layer's residual input are those of the
+model's one forward pass (`Transformer.run(patterns=True, residuals=True)`), computed by the same
+attention call that produces the layer's output; tests/test_roles_families.py checks them
+against transformers' own attention weights for every family. (An earlier hand-written forward
+here skipped the post-attention norm, so for Gemma 2/3 and OLMo 2 every layer past the first was
+measured on the wrong residual stream.)
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from subcircuit.circuit import atomic_write_text
+from subcircuit.errors import UserError
+from subcircuit.files import atomic_write_text
+from subcircuit.graph import parse_edge, parse_node
+from subcircuit.models.norms import normalize
 
 #: role names, most specific first (the tie-break order)
 ROLES: tuple[str, ...] = ("induction", "duplicate-token", "previous-token", "answer-attention", "copying")
@@ -86,33 +96,43 @@ def label_of(scores: dict[str, float | None]) -> str | None:
     return f"{role} + copying" if copies else role
 
 
-# ------------------------------------------------------------------------------ forward with patterns
+# ------------------------------------------------------------------------------ measured on the model's forward
 
 
-def _forward_patterns(model: Any, tokens: Tensor, n_layers: int | None = None) -> tuple[list[Tensor], list[Tensor]]:
-    """tokens [b p] -> (attention patterns per layer [h b q k], each layer's residual input [b p d]),
-    for the first `n_layers` layers (all by default)."""
-    from subcircuit.models.transformer import _keys_or_values, attention_pattern, embed, mlp, rotary_tables
-
-    cfg = model.cfg
-    n_layers = cfg.n_layers if n_layers is None else n_layers
+def patterns_and_inputs(model: Any, tokens: Tensor, n_layers: int | None = None) -> tuple[list[Tensor], list[Tensor]]:
+    """tokens [b p] -> (attention patterns per layer [h b q k] (fp32), each layer's residual
+    input [b p d]), for the first `n_layers` layers (all by default): what every role score
+    reads. Both come from the model's own forward pass (`Transformer.run`), so every family
+    feature (post-norms, soft-caps, windows, q/k norms, rotary variants) is the model's."""
     with torch.no_grad():
-        resid = embed(model, tokens)
-        rot = rotary_tables(cfg, tokens.shape[1], resid.device, resid.dtype)
-        patterns, inputs = [], []
-        for block in list(model.blocks)[:n_layers]:
-            x = resid[None, None]  # [c=1 s=1 b p d]
-            inputs.append(resid)
-            pattern = attention_pattern(block, cfg, x, x, rot)  # [1 h b q k]
-            patterns.append(pattern[0].float())
-            v = _keys_or_values(block.W_V, block.b_V, block, cfg, x, None)  # [1 h b p e]
-            attn_out = torch.einsum("chbpe,hed->cbpd", pattern.to(v.dtype) @ v, block.W_O)[0] + block.b_O
-            if cfg.has_mlp:
-                mlp_in = resid if cfg.parallel_attn_mlp else resid + attn_out
-                resid = resid + attn_out + mlp(block, cfg, mlp_in)
-            else:
-                resid = resid + attn_out
-    return patterns, inputs
+        run = model.run(tokens, patterns=True, residuals=True, n_layers=n_layers)
+    n = len(run.patterns)
+    return [p.float() for p in run.patterns], [run.layer_input(layer) for layer in range(n)]
+
+
+def _head_index(name: str) -> tuple[int, int] | None:
+    """'a3.h5' -> (3, 5); None for any other name (other nodes, head inputs, non-names)."""
+    try:
+        node = parse_node(name)
+    except UserError:
+        return None
+    if node.kind != "head" or node.port is not None:
+        return None
+    assert node.layer is not None and node.index is not None
+    return node.layer, node.index
+
+
+def circuit_heads(circuit: Any) -> list[str]:
+    """The attention heads (`a{L}.h{H}`) that an edge of the circuit leaves or enters (a head's
+    query, key or value input counts as the head; KV groups and whole layers are not heads)."""
+    heads: dict[str, tuple[int, int]] = {}
+    for edge in circuit.in_circuit:
+        for end in parse_edge(edge):
+            node = parse_node(end)
+            if node.kind == "head":
+                assert node.layer is not None and node.index is not None
+                heads[node.component] = (node.layer, node.index)
+    return sorted(heads, key=heads.__getitem__)
 
 
 def _repeated_tokens(loaded: Any, seed: int = 0) -> tuple[Tensor, int, int] | None:
@@ -133,14 +153,6 @@ def _repeated_tokens(loaded: Any, seed: int = 0) -> tuple[Tensor, int, int] | No
     return torch.tensor(rows, device=loaded.model.device), half, len(prefix)
 
 
-def _head_index(name: str) -> tuple[int, int] | None:
-    """'a3.h5' -> (3, 5); None for other nodes."""
-    if not name.startswith("a") or ".h" not in name:
-        return None
-    layer, head = name[1:].split(".h")
-    return int(layer), int(head)
-
-
 def _top_k(vocab: int) -> int:
     return 5 if vocab >= 250 else max(1, vocab // 50)
 
@@ -151,8 +163,6 @@ def _copying(model: Any, layer: int, head: int, pattern: Tensor, resid_in: Tenso
 
     pattern [b q k]; resid_in [b p d] (the layer's input); tokens [b p]; dest [b p] bool: the
     destination positions averaged over."""
-    from subcircuit.models.transformer import normalize
-
     cfg, block = model.cfg, model.blocks[layer]
     with torch.no_grad():
         weight = (pattern * dest[:, :, None]).sum(1) / dest.sum().clamp(min=1)  # [b k] mean attention received
@@ -187,7 +197,7 @@ def head_roles(loaded: Any, heads: list[str], task: Any = None, seed: int = 0) -
     rep = _repeated_tokens(loaded, seed)
     if rep is not None:
         tokens, half, off = rep
-        patterns, inputs = _forward_patterns(model, tokens, n_layers)
+        patterns, inputs = patterns_and_inputs(model, tokens, n_layers)
         n = tokens.shape[1]
         i = torch.arange(off + 1, n)
         second = torch.arange(off + half, off + 2 * half - 1)  # r_j of the second copy, j < L
@@ -202,7 +212,7 @@ def head_roles(loaded: Any, heads: list[str], task: Any = None, seed: int = 0) -
                 scores[h]["copying"] = _copying(model, layer, idx, a, inputs[layer], tokens, dest, off > 0)
     if task is not None:
         t = task.to(model.device)
-        patterns, inputs = _forward_patterns(model, t.clean, n_layers)
+        patterns, inputs = patterns_and_inputs(model, t.clean, n_layers)
         b, p = t.clean.shape
         pos = torch.arange(p, device=t.clean.device)
         dest = pos[None, :] <= t.positions[:, None]  # [b p] real (unpadded) positions
@@ -241,8 +251,6 @@ def save_roles(path: str | Path, roles: dict[str, HeadRoles], model: str, task: 
 
 def load_roles(path: str | Path) -> dict[str, HeadRoles]:
     """Read roles.json (labels are recomputed from the scores with the current cut-offs)."""
-    from subcircuit.errors import UserError
-
     path = Path(path)
     if path.is_dir():
         path = path / ROLES_FILE
