@@ -1,8 +1,10 @@
-"""ACDC: the fast path against the slow reference (one full forward pass per edge), same decisions."""
+"""ACDC: the fast path against the independent reference (methods/acdc/reference.py: a plain loop, one\nfull forward pass per edge on the autograd engine), same decisions; on the small models also against\nthe previous reference's engine (the same loop on the engine without autograd), the yardstick of\nthe figures measured before issue 16."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from unittest import mock
 
 import torch
 from common import medians
@@ -11,6 +13,7 @@ from subcircuit.graph import build_graph
 from subcircuit.methods.acdc import acdc_fast, acdc_reference
 from subcircuit.methods.base import make_problem
 from subcircuit.models import load
+from subcircuit.patching import Patcher
 from subcircuit.tasks import get_metric, get_task
 
 
@@ -20,8 +23,22 @@ def _problem(model: str, task: str, gran: str, ablation: str, n: int, metric: st
     return make_problem(loaded.model, build_graph(loaded.cfg, gran), t, get_metric(metric or t.metric), ablation)
 
 
+@contextlib.contextmanager
+def _previous_reference_engine():
+    """The reference loop on the engine the reference used before issue 16: each trial one full
+    pass (every component, logits at every position) on the engine without autograd. Only a
+    yardstick, so that today's speed-up can be compared with the figures measured against it."""
+    def full_pass(self, masks, start=None):
+        return self.logits(masks, start=start, skip_dead=False)
+
+    with mock.patch.object(Patcher, "logits_with_grad", full_pass):
+        yield
+
+
 def _versus(model: str, task: str, gran: str, ablation: str, tau: float, n: int = 16, repeats: int = 3,
-            metric: str | None = None) -> list[dict]:
+            metric: str | None = None, yardstick: bool = True) -> list[dict]:
+    """The fast path against the independent reference (and, with `yardstick`, against the
+    previous reference's engine), interleaved in one process."""
     prob = _problem(model, task, gran, ablation, n, metric)
     out: dict[str, object] = {}
 
@@ -31,16 +48,25 @@ def _versus(model: str, task: str, gran: str, ablation: str, tau: float, n: int 
     def ref():
         out["ref"] = acdc_reference(prob, tau)
 
-    t = medians({"fast": fast, "reference": ref}, repeats=repeats, warmup=0)
+    def previous():
+        with _previous_reference_engine():
+            out["previous"] = acdc_reference(prob, tau)
+
+    fns = {"fast": fast, "reference": ref, **({"previous": previous} if yardstick else {})}
+    t = medians(fns, repeats=repeats, warmup=0)
     f, r = out["fast"], out["ref"]
-    same = bool(torch.equal(f.mask, r.mask)) and bool(torch.allclose(f.scores, r.scores, atol=1e-5))
-    return [{
+    same = [t.removed for t in f.trace] == [t.removed for t in r.trace] and bool(torch.equal(f.mask, r.mask)) \
+        and bool(torch.allclose(f.scores, r.scores, atol=1e-5))
+    row = {
         "model": model, "task": task, "graph": f"{gran} ({prob.graph.n_edges} edges)", "ablation": ablation,
         "metric": prob.metric.name, "tau": tau, "prompts": prob.task.n, "circuit_edges": int(f.mask.sum()),
         "reference_s": t["reference"], "fast_s": t["fast"], "speedup": t["reference"] / t["fast"],
-        "reference_configs": r.forward_configs, "fast_configs": f.forward_configs, "identical": same,
-        "repeats": repeats,
-    }]
+    }
+    if yardstick:
+        row.update(previous_reference_s=t["previous"], speedup_vs_previous=t["previous"] / t["fast"])
+    row.update(reference_configs=r.forward_configs, fast_configs=f.forward_configs, identical=same,
+               repeats=repeats, threads=torch.get_num_threads())
+    return [row]
 
 
 def _fast_only(gran: str, tau: float = 0.01) -> list[dict]:
@@ -59,7 +85,9 @@ CASES = {
     "toy-induction-2l": lambda: _versus("toy-induction-2l", "induction", "heads-qkv", "corrupted", 0.01),
     "tracr-reverse": lambda: _versus("tracr-reverse", "tracr-reverse", "heads-qkv", "zero", 0.01),
     "tracr-proportion": lambda: _versus("tracr-proportion", "tracr-proportion", "heads-qkv", "zero", 0.01),
-    "smollm2-ioi-layers": lambda: _versus("smollm2-135m", "ioi", "layers", "corrupted", 0.01, repeats=1),
+    "smollm2-ioi-layers": lambda: _versus("smollm2-135m", "ioi", "layers", "corrupted", 0.01, repeats=1,
+                                          yardstick=False),
     "smollm2-ioi-layers-fast": lambda: _fast_only("layers"),
     "smollm2-ioi-heads-fast": lambda: _fast_only("heads"),
+    "smollm2-ioi-heads-qkv-fast": lambda: _fast_only("heads-qkv"),
 }
