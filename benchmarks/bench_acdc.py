@@ -39,7 +39,7 @@ def _previous_reference_engine():
         yield
 
 
-def _versus(model: str, task: str, gran: str, ablation: str, tau: float, n: int = 16, repeats: int = 3,
+def _versus(model: str, task: str, gran: str, ablation: str, tau: float, n: int = 16, repeats: int = 15,
             metric: str | None = None, yardstick: bool = True, cpu: bool = False) -> list[dict]:
     """The fast path against the independent reference (and, with `yardstick`, against the
     previous reference's engine), interleaved in one process. `cpu`: CPU seconds of this process
