@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from subcircuit import memory
 from subcircuit.errors import UserError
 from subcircuit.models.loading import data_dir
+from subcircuit.runs import memory
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

@@ -17,10 +17,15 @@ runs "any method" (`discover`, `sweep`) offers the union of those flags, one per
 `method_flags_command(load)` is a typer command class that adds the generated flags to a command
 when it is parsed or its help is shown, not when the app is built: `load()` may import the method
 registry (and torch) without slowing down `subcircuit --help` or `subcircuit models`.
+
+`registry_flags()` is `load` for subcircuit's own registry (`subcircuit.methods.METHODS`): every
+registered method's option fields, plus the selection fields (`SelectOptions`) for the methods
+whose circuit the run chooses from their scores (`MethodSpec.selects_circuit` False).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +59,8 @@ class MethodFlag:
 def merge_fields(per_method: Mapping[str, Iterable[Any]]) -> list[MethodFlag]:
     """One `MethodFlag` per field name over the methods' fields (each with `name, flag, type,
     default, help`), in the order first met. A name with two flags or two types is a bug in the
-    registry (ValueError); with two defaults the flag has none and its help lists them."""
+    registry (ValueError); with two defaults the flag has none and its help lists them; a method
+    whose help for the name differs from the first one's adds it ("... acdc: <its help>")."""
     merged: dict[str, MethodFlag] = {}
     defaults: dict[str, dict[str, Any]] = {}
     for method, fields in per_method.items():
@@ -66,7 +72,9 @@ def merge_fields(per_method: Mapping[str, Iterable[Any]]) -> list[MethodFlag]:
                 raise ValueError(f"option {f.name!r}: {seen.flag} {seen.type} in {', '.join(seen.methods)}, "
                                  f"{f.flag} {f.type} in {method}")
             else:
-                merged[f.name] = MethodFlag(seen.name, seen.flag, seen.type, seen.default, seen.help,
+                other = f.help.strip() and f.help.strip() not in seen.help
+                helps = f"{seen.help.rstrip()} {method}: {f.help.strip()}" if other else seen.help
+                merged[f.name] = MethodFlag(seen.name, seen.flag, seen.type, seen.default, helps,
                                             seen.methods + (method,))
             defaults.setdefault(f.name, {})[method] = f.default
     out = []
@@ -189,3 +197,26 @@ def method_flags_command(load: Callable[[], Sequence[Any]]) -> type[typer.core.T
             return super().invoke(ctx)
 
     return MethodFlagsCommand
+
+
+def _hint(f: Any) -> Any:
+    """The type hint of a `methods.base.OptionField` (scalar type, Literal choices, optional)."""
+    hint: Any = Literal.__getitem__(tuple(f.choices)) if f.choices is not None else f.type
+    return hint | None if f.optional else hint
+
+
+@functools.cache
+def registry_flags(selection: bool = True) -> tuple[MethodFlag, ...]:
+    """The flags of subcircuit's method registry (see the module docstring). `selection=False`
+    leaves out the selection fields and every method field of the same name (a sweep gives each
+    run its threshold or size and chooses the top k edges)."""
+    from subcircuit.methods import METHODS, SelectOptions, option_fields
+
+    select = option_fields(SelectOptions)
+    names = {f.name for f in select}
+    per_method = {}
+    for name, spec in METHODS.items():
+        fields = option_fields(spec.options) + ([] if spec.selects_circuit else select)
+        per_method[name] = [MethodFlag(f.name, f.flag, _hint(f), f.default, f.help, ()) for f in fields
+                            if selection or f.name not in names]
+    return tuple(merge_fields(per_method))
