@@ -54,6 +54,25 @@ def test_estimate_grows_with_the_batch_and_for_gradient_methods():
     assert memory.estimate(shape, 0, 8, 32, "eap").activations > memory.estimate(shape, 0, 8, 32, "random").activations
 
 
+def test_estimate_follows_the_method_spec_and_options():
+    """Gradient methods are those whose spec says `uses_gradients`; batched trials (ACDC's
+    speculative batches) are capped by the run's own `--memory-gb` budget and `--max-batch`."""
+    from subcircuit.methods import METHODS
+    from subcircuit.methods.acdc import ACDCOptions
+
+    shape = memory.KNOWN_SHAPES["smollm2-135m"]
+    plain = memory.estimate(shape, 0, 8, 32, "random").activations
+    for name, spec in METHODS.items():
+        if not hasattr(spec.options(), "memory_gb"):
+            assert (memory.estimate(shape, 0, 8, 32, name).activations > plain) == spec.uses_gradients, name
+    acdc = memory.estimate(shape, 0, 8, 32, "acdc")
+    assert acdc == memory.estimate(shape, 0, 8, 32, "acdc", options=ACDCOptions())
+    assert acdc.activations - plain == min(2 * 2**30, 64 * (1 + 30 * 10 + 8) * 8 * 32 * 576 * 4)
+    small = memory.estimate(shape, 0, 8, 32, "acdc", options=ACDCOptions(memory_gb=0.01))
+    assert small.activations - plain == int(0.01 * 2**30)
+    assert memory.estimate(shape, 0, 8, 32, "acdc", options=ACDCOptions(max_batch=2)).activations < acdc.activations
+
+
 def test_task_sizes_without_a_tokenizer(tmp_path):
     assert memory.task_size("induction", 5) == (5, memory.DEFAULT_SEQ)
     p = tmp_path / "t.jsonl"

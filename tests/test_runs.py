@@ -66,6 +66,7 @@ def test_an_acdc_sweep_run_equals_discover_with_its_threshold(tmp_path, case):
         assert a == approx(b)
     trace = json.loads((tmp_path / "sweep" / "tau-0.03" / "acdc-trace.json").read_text())
     assert trace["header"] == run_header(options.updated(threshold=0.03), model, task)  # a discover run's
+    assert options_from_trace(tmp_path / "sweep" / "tau-0.03") == (options.updated(threshold=0.03), model, task)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

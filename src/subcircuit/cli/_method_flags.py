@@ -25,7 +25,6 @@ whose circuit the run chooses from their scores (`MethodSpec.selects_circuit` Fa
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -205,11 +204,11 @@ def _hint(f: Any) -> Any:
     return hint | None if f.optional else hint
 
 
-@functools.cache
 def registry_flags(selection: bool = True) -> tuple[MethodFlag, ...]:
     """The flags of subcircuit's method registry (see the module docstring). `selection=False`
     leaves out the selection fields and every method field of the same name (a sweep gives each
-    run its threshold or size and chooses the top k edges)."""
+    run its threshold or size and chooses the top k edges). Built from the registry as it is now
+    (a method registered later, e.g. by a test, gets its flags too)."""
     from subcircuit.methods import METHODS, SelectOptions, option_fields
 
     select = option_fields(SelectOptions)
