@@ -152,14 +152,20 @@ def given_values(ctx: Any, flags: Iterable[Any]) -> dict[str, Any]:
     return given
 
 
-def refuse_unused(given: Mapping[str, Any], flags: Sequence[Any], method: str) -> None:
+def refuse_unused(given: Mapping[str, Any], flags: Sequence[Any], method: str,
+                  order: Sequence[str] | None = None) -> None:
     """A one-line UserError for the given flags that `method` does not take, e.g.
-    `--abs is not an option of eap-ig (its options: --ig-steps, --ig, --edges, ...)`."""
+    `--abs is not an option of eap-ig (its options: --ig-steps, --ig, --edges, ...)`; the method's
+    options are listed in the order of `flags`, or of the field names in `order` (its own)."""
     by_name = {f.name: f for f in flags}
     bad = [by_name[name].flag for name in given if method not in by_name[name].methods]
     if not bad:
         return
-    own = [f.flag for f in flags if method in f.methods]
+    mine = [f for f in flags if method in f.methods]
+    if order is not None:
+        rank = {name: i for i, name in enumerate(order)}
+        mine.sort(key=lambda f: rank.get(f.name, len(rank)))
+    own = [f.flag for f in mine]
     its = f"its options: {', '.join(own)}" if own else "it takes none"
     what = f"{bad[0]} is not an option" if len(bad) == 1 else f"{', '.join(bad[:-1])} and {bad[-1]} are not options"
     raise UserError(f"{what} of {method} ({its})")
@@ -204,18 +210,26 @@ def _hint(f: Any) -> Any:
     return hint | None if f.optional else hint
 
 
+def _registry_fields(selection: bool) -> dict[str, list[Any]]:
+    """{method: its option fields (and the selection's, for a score method)} of the registry."""
+    from subcircuit.methods import METHODS, SelectOptions, option_fields
+
+    select = option_fields(SelectOptions)
+    names = {f.name for f in select}
+    return {name: [f for f in option_fields(spec.options) + ([] if spec.selects_circuit else select)
+                   if selection or f.name not in names] for name, spec in METHODS.items()}
+
+
+def registry_order(method: str, selection: bool = True) -> list[str]:
+    """The option names of a registered method in its own order (for `refuse_unused`)."""
+    return [f.name for f in _registry_fields(selection).get(method, [])]
+
+
 def registry_flags(selection: bool = True) -> tuple[MethodFlag, ...]:
     """The flags of subcircuit's method registry (see the module docstring). `selection=False`
     leaves out the selection fields and every method field of the same name (a sweep gives each
     run its threshold or size and chooses the top k edges). Built from the registry as it is now
     (a method registered later, e.g. by a test, gets its flags too)."""
-    from subcircuit.methods import METHODS, SelectOptions, option_fields
-
-    select = option_fields(SelectOptions)
-    names = {f.name for f in select}
-    per_method = {}
-    for name, spec in METHODS.items():
-        fields = option_fields(spec.options) + ([] if spec.selects_circuit else select)
-        per_method[name] = [MethodFlag(f.name, f.flag, _hint(f), f.default, f.help, ()) for f in fields
-                            if selection or f.name not in names]
+    per_method = {name: [MethodFlag(f.name, f.flag, _hint(f), f.default, f.help, ()) for f in fields]
+                  for name, fields in _registry_fields(selection).items()}
     return tuple(merge_fields(per_method))

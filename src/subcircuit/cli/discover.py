@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from subcircuit.cli._method_flags import given_values, refuse_unused, registry_flags
+from subcircuit.cli._method_flags import given_values, refuse_unused, registry_flags, registry_order
 from subcircuit.cli._options import (
     AblationOpt,
     DeviceOpt,
@@ -90,7 +90,7 @@ def discover(
             missing = [n for n, v in (("--model", model), ("--task", task), ("--out", out_dir)) if v is None]
             raise UserError(f"missing option(s) {', '.join(missing)} (or give --resume DIR)")
         get_method(method)  # an unknown method first, then the flags it does not take
-        refuse_unused(given, flags, method)
+        refuse_unused(given, flags, method, registry_order(method))
         opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
                                      n_examples=n_examples, seed=seed, device=device, force=force, **given)
         if holds_run(out_dir):

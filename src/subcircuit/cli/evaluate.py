@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from subcircuit.cli._method_flags import given_values, refuse_unused, registry_flags
+from subcircuit.cli._method_flags import given_values, refuse_unused, registry_flags, registry_order
 from subcircuit.cli._options import (
     AblationOpt,
     AgainstOpt,
@@ -119,7 +119,7 @@ def sweep(
     flags = sweep_flags()
     given = given_values(ctx, flags)
     get_method(method)
-    refuse_unused(given, flags, method)
+    refuse_unused(given, flags, method, registry_order(method, selection=False))
     opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
                                  n_examples=n_examples, seed=seed, device=device, **given)
     with edge_progress("sweep", "sweep") as report:
