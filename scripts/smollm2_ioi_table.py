@@ -24,13 +24,15 @@ from pathlib import Path
 import torch
 
 from subcircuit.circuit import Circuit, atomic_write_text, edge_records, load_circuit
-from subcircuit.discover import DiscoverOptions, discover, versions
 from subcircuit.evaluation.curves import cpr_cmd, topk_masks
 from subcircuit.evaluation.faithfulness import baseline, faithfulness_many
 from subcircuit.graph import build_graph
 from subcircuit.methods import METHODS, make_problem, run_method
 from subcircuit.methods.selection import select_top
 from subcircuit.models import load
+from subcircuit.runs.discover import discover
+from subcircuit.runs.options import DiscoverOptions
+from subcircuit.runs.pipeline import versions
 from subcircuit.tasks import get_metric, get_task
 
 log = logging.getLogger("smollm2_ioi_table")
@@ -46,7 +48,7 @@ def acdc_point(args, loaded) -> dict | None:
     if args.acdc_run:
         c = load_circuit(args.acdc_run)
     elif args.acdc_threshold is not None:
-        opts = DiscoverOptions(method="acdc", threshold=args.acdc_threshold, metric=args.metric,
+        opts = DiscoverOptions.build(method="acdc", threshold=args.acdc_threshold, metric=args.metric,
                                n_examples=args.n_examples, seed=args.seed, candidates=args.acdc_candidates)
         out = args.out / "acdc"
         c = discover(loaded, TASK, opts, out=out, resume=(out / "acdc-trace.json").exists())

@@ -39,9 +39,7 @@ PENDING_PRIVATE: set[str] = set()
 # benchmark scripts that switch autograd off globally at import today
 PENDING_GRAD_MODE: set[str] = set()
 # modules that branch on `method == "acdc"` today (ACDC moves behind the registry)
-PENDING_ACDC_BRANCH = {
-    "subcircuit/memory.py",
-}
+PENDING_ACDC_BRANCH: set[str] = set()
 
 
 def source_files(under: Path) -> list[Path]:

@@ -7,12 +7,13 @@ import torch
 from test_attribution import problem_for
 
 from subcircuit.circuit import load_circuit
-from subcircuit.discover import DiscoverOptions, discover
 from subcircuit.graph import build_graph
 from subcircuit.methods import METHODS, get_method, run_method
 from subcircuit.methods.base import Context, option_fields
 from subcircuit.methods.baselines import node_to_edge_scores
 from subcircuit.models import load
+from subcircuit.runs.discover import discover
+from subcircuit.runs.options import DiscoverOptions
 
 
 def test_node_patching_is_exact_sender_ablation():
@@ -58,7 +59,7 @@ def test_every_method_writes_circuit_json(method, tmp_path):
     lm = load("toy-induction-2l")
     fields = {f.name for f in option_fields(get_method(method).options)}
     extra = {k: v for k, v in (("train_steps", 5), ("ig_steps", 2)) if k in fields}
-    opts = DiscoverOptions(method=method, edges=12, n_examples=8, **extra)
+    opts = DiscoverOptions.build(method=method, edges=12, n_examples=8, **extra)
     discover(lm, "induction", opts, out=tmp_path)
     graph = build_graph(lm.cfg, "heads-qkv")
     c = load_circuit(tmp_path / "circuit.json", graph)
@@ -69,7 +70,7 @@ def test_every_method_writes_circuit_json(method, tmp_path):
 
 def test_acdc_candidates_writes_circuit_json(tmp_path):
     lm = load("toy-induction-2l")
-    opts = DiscoverOptions(method="acdc", candidates=20, n_examples=8, ig_steps=2)
+    opts = DiscoverOptions.build(method="acdc", candidates=20, n_examples=8, ig_steps=2)
     c = discover(lm, "induction", opts, out=tmp_path)
     assert c.params["candidates"] == 20 and c.results["n_edges_in_circuit"] <= 20
     load_circuit(tmp_path / "circuit.json", build_graph(lm.cfg, "heads-qkv"))
@@ -98,7 +99,7 @@ def test_an_option_the_method_does_not_take_is_refused(capsys):
 
     with pytest.raises(UserError, match=r"^--abs is not an option of eap-ig \(its options: --ig-steps, --ig, "
                                          r"--edges, --threshold, --sparsity, --selection, --prune\)$"):
-        discover("toy-induction-2l", "induction", DiscoverOptions(method="eap-ig", abs_value=True, edges=200))
+        discover("toy-induction-2l", "induction", DiscoverOptions.build(method="eap-ig", abs_value=True, edges=200))
     rc = run_cli(["discover", "--model", "toy-induction-2l", "--task", "induction", "--method", "acdc",
                   "--selection", "greedy", "--out", "/nonexistent/never-written"])
     err = capsys.readouterr().err
@@ -106,8 +107,8 @@ def test_an_option_the_method_does_not_take_is_refused(capsys):
 
 
 def test_sweep_passes_every_method_option(tmp_path):
-    from subcircuit.evaluation.sweep import sweep
+    from subcircuit.runs.sweep import sweep
 
-    res = sweep("toy-induction-2l", "induction", DiscoverOptions(method="eap-ig", ig_steps=2, ig="activations",
+    res = sweep("toy-induction-2l", "induction", DiscoverOptions.build(method="eap-ig", ig_steps=2, ig="activations",
                                                                  n_examples=4), sizes=[3], out=tmp_path)
     assert res.circuits["edges-3"].params["ig_steps"] == 2 and res.circuits["edges-3"].params["ig"] == "activations"

@@ -139,6 +139,8 @@ def test_a_flag_the_method_does_not_take_is_refused_with_one_line() -> None:
     with pytest.raises(UserError, match=r"^--ig-steps is not an option of random \(it takes none\)$"):
         invoke("--method", "random", "--ig-steps", "3")
     assert invoke("--method", "acdc", "--ig-steps", "3")["given"] == {"ig_steps": 3}
+    with pytest.raises(UserError, match=r"^--abs is not an option of eap-ig \(its options: --ig-steps, --ig, --edges, "):
+        refuse_unused({"abs_value": True}, FLAGS, "eap-ig", order=["ig_steps", "ig", "edges"])  # its own order
 
 
 def test_help_shows_types_choices_defaults_and_methods(capsys, monkeypatch) -> None:

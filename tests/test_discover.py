@@ -8,10 +8,12 @@ import pytest
 
 from subcircuit.circuit import load_circuit
 from subcircuit.cli import run_cli
-from subcircuit.discover import TRACE_FILE, DiscoverOptions, discover
 from subcircuit.errors import UserError
 from subcircuit.graph import build_graph
+from subcircuit.methods.acdc import TRACE_FILE
 from subcircuit.models import load
+from subcircuit.runs.discover import discover
+from subcircuit.runs.options import DiscoverOptions
 
 
 def _strip(d: dict) -> dict:
@@ -34,7 +36,7 @@ def _approx(v):
 
 
 def test_tracr_reverse_recovers_ground_truth(tmp_path):
-    c = discover("tracr-reverse", "tracr-reverse", DiscoverOptions(ablation="zero"), out=tmp_path)
+    c = discover("tracr-reverse", "tracr-reverse", DiscoverOptions.build(ablation="zero"), out=tmp_path)
     from subcircuit.models.tracr import load_ground_truth
 
     assert set(c.in_circuit) == set(load_ground_truth("tracr-reverse")["edges"])
@@ -43,7 +45,7 @@ def test_tracr_reverse_recovers_ground_truth(tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_circuit(tmp_path):
-    opts = DiscoverOptions(threshold=0.002, n_examples=8)
+    opts = DiscoverOptions.build(threshold=0.002, n_examples=8)
     discover("toy-induction-2l", "induction", opts, out=tmp_path / "whole")
     calls = {"n": 0}
 
@@ -65,7 +67,7 @@ def test_interrupted_run_resumes_to_the_same_circuit(tmp_path):
 def test_interrupted_target_size_search_resumes_to_the_same_circuit(tmp_path, stop_at):
     """`--edges N` runs several thresholds; a Ctrl-C anywhere in the search leaves a checkpoint of
     every run's trace, and `--resume` finishes with the uninterrupted search's circuit and τ."""
-    opts = DiscoverOptions(edges=6, n_examples=8)
+    opts = DiscoverOptions.build(edges=6, n_examples=8)
     discover("toy-induction-2l", "induction", opts, out=tmp_path / "whole", report=False)
     calls = {"n": 0}
 
@@ -84,11 +86,11 @@ def test_interrupted_target_size_search_resumes_to_the_same_circuit(tmp_path, st
 
 
 def test_target_size_gives_at_most_n_edges(tmp_path):
-    c = discover("tracr-reverse", "tracr-reverse", DiscoverOptions(ablation="zero", edges=6), out=tmp_path)
+    c = discover("tracr-reverse", "tracr-reverse", DiscoverOptions.build(ablation="zero", edges=6), out=tmp_path)
     assert 0 < c.results["n_edges_in_circuit"] <= 6
     assert c.params["target_edges"] == 6 and c.params["threshold"] > 0
     with pytest.raises(UserError, match="larger than the graph"):
-        discover("tracr-reverse", "tracr-reverse", DiscoverOptions(ablation="zero", edges=10_000))
+        discover("tracr-reverse", "tracr-reverse", DiscoverOptions.build(ablation="zero", edges=10_000))
 
 
 @pytest.mark.parametrize(

@@ -108,11 +108,11 @@ def test_acdc_recovers_the_tracr_reverse_ground_truth_exactly(tmp_path: Path) ->
     node level. (The first derivation also listed `input->a0.h0<q>`, `input->a0.h0<k>` and
     `input->a3.h0<q>`, tracr's always-attend-to-BOS terms, whose removal changes the loss by 0 or
     4e-13; ACDC never keeps them. The ground truth now leaves them out.)"""
-    from subcircuit.discover import DiscoverOptions
     from subcircuit.evaluation.reference import load_reference
-    from subcircuit.evaluation.sweep import sweep
+    from subcircuit.runs.options import DiscoverOptions
+    from subcircuit.runs.sweep import sweep
 
-    res = sweep("tracr-reverse", "tracr-reverse", DiscoverOptions(ablation="zero"), [1e-3], out=tmp_path)
+    res = sweep("tracr-reverse", "tracr-reverse", DiscoverOptions.build(ablation="zero"), [1e-3], out=tmp_path)
     assert res.summary["reference"]["auc_edge"] == 1.0 and res.summary["reference"]["auc_node"] == 1.0
     truth = set(load_reference("tracr-reverse").edges)
     assert set(res.circuits["tau-0.001"].in_circuit) == truth

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from subcircuit.cli import run_cli
-from subcircuit.discover import CHECKPOINT_FILE, DiscoverOptions, discover
 from subcircuit.errors import UserError
-from subcircuit.evaluation.sweep import sweep
 from subcircuit.files import load_state
+from subcircuit.methods.training import CHECKPOINT_FILE
+from subcircuit.runs.discover import discover
+from subcircuit.runs.options import DiscoverOptions
+from subcircuit.runs.sweep import sweep
 
 
 def strip(d: dict) -> dict:
@@ -58,7 +60,7 @@ class Interrupt:
 
 @pytest.mark.parametrize("method", ["edge-pruning", "sp"])
 def test_gate_training_resumes_to_the_same_circuit(tmp_path, method):
-    opts = DiscoverOptions(method=method, edges=6, train_steps=14, n_examples=4, seed=3)
+    opts = DiscoverOptions.build(method=method, edges=6, train_steps=14, n_examples=4, seed=3)
     discover("toy-induction-2l", "induction", opts, out=tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         discover("toy-induction-2l", "induction", opts, out=tmp_path / "cut", progress=Interrupt(13))
@@ -70,16 +72,16 @@ def test_gate_training_resumes_to_the_same_circuit(tmp_path, method):
 
 
 def test_resume_with_other_options_is_refused(tmp_path):
-    opts = DiscoverOptions(method="edge-pruning", edges=6, train_steps=12, n_examples=4)
+    opts = DiscoverOptions.build(method="edge-pruning", edges=6, train_steps=12, n_examples=4)
     with pytest.raises(KeyboardInterrupt):
         discover("toy-induction-2l", "induction", opts, out=tmp_path, progress=Interrupt(11))
-    other = DiscoverOptions(method="edge-pruning", edges=6, train_steps=12, n_examples=4, seed=1)
+    other = DiscoverOptions.build(method="edge-pruning", edges=6, train_steps=12, n_examples=4, seed=1)
     with pytest.raises(UserError, match=r"options differ \(seed, train.seed\)"):
         discover("toy-induction-2l", "induction", other, out=tmp_path, resume=True)
 
 
 def test_acdc_sweep_resumes_keeping_finished_runs(tmp_path):
-    opts = DiscoverOptions(n_examples=4)
+    opts = DiscoverOptions.build(n_examples=4)
     taus = [0.001, 0.03, 1.0]
     whole = sweep("toy-induction-2l", "induction", opts, taus, out=tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):  # 29 edges per run: stops inside the second run
@@ -101,7 +103,7 @@ def test_acdc_sweep_resumes_keeping_finished_runs(tmp_path):
 
 
 def test_score_sweep_redoes_only_missing_runs(tmp_path):
-    opts = DiscoverOptions(method="eap", n_examples=4)
+    opts = DiscoverOptions.build(method="eap", n_examples=4)
     sweep("toy-induction-2l", "induction", opts, sizes=[3, 8], out=tmp_path / "s")
     kept = (tmp_path / "s" / "edges-3" / "circuit.json").read_text()
     lost = tmp_path / "s" / "edges-8" / "circuit.json"
@@ -128,7 +130,8 @@ SIGNALS = [signal.SIGKILL, signal.SIGINT, signal.SIGTERM]
 # runs `discover` and signals itself at the N-th progress call (Ctrl-C: exit 130 as the CLI does)
 DISCOVER_SCRIPT = """
 import json, os, sys
-from subcircuit.discover import DiscoverOptions, discover
+from subcircuit.runs.discover import discover
+from subcircuit.runs.options import DiscoverOptions
 sig, n, out, options = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 calls = 0
 def progress(done, total, what):
@@ -137,7 +140,7 @@ def progress(done, total, what):
     if calls == n:
         os.kill(os.getpid(), sig)
 try:
-    discover("toy-induction-2l", "induction", DiscoverOptions(**options), out=out, progress=progress)
+    discover("toy-induction-2l", "induction", DiscoverOptions.build(**options), out=out, progress=progress)
 except KeyboardInterrupt:
     sys.exit(130)
 """

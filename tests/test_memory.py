@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from subcircuit import memory
 from subcircuit.errors import UserError
 from subcircuit.models.loading import data_dir
+from subcircuit.runs import memory
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -52,6 +52,25 @@ def test_estimate_grows_with_the_batch_and_for_gradient_methods():
     large = memory.estimate(shape, 5 * 10**8, 64, 32, "acdc")
     assert small.total < large.total and small.params == large.params == 5 * 10**8
     assert memory.estimate(shape, 0, 8, 32, "eap").activations > memory.estimate(shape, 0, 8, 32, "random").activations
+
+
+def test_estimate_follows_the_method_spec_and_options():
+    """Gradient methods are those whose spec says `uses_gradients`; batched trials (ACDC's
+    speculative batches) are capped by the run's own `--memory-gb` budget and `--max-batch`."""
+    from subcircuit.methods import METHODS
+    from subcircuit.methods.acdc import ACDCOptions
+
+    shape = memory.KNOWN_SHAPES["smollm2-135m"]
+    plain = memory.estimate(shape, 0, 8, 32, "random").activations
+    for name, spec in METHODS.items():
+        if not hasattr(spec.options(), "memory_gb"):
+            assert (memory.estimate(shape, 0, 8, 32, name).activations > plain) == spec.uses_gradients, name
+    acdc = memory.estimate(shape, 0, 8, 32, "acdc")
+    assert acdc == memory.estimate(shape, 0, 8, 32, "acdc", options=ACDCOptions())
+    assert acdc.activations - plain == min(2 * 2**30, 64 * (1 + 30 * 10 + 8) * 8 * 32 * 576 * 4)
+    small = memory.estimate(shape, 0, 8, 32, "acdc", options=ACDCOptions(memory_gb=0.01))
+    assert small.activations - plain == int(0.01 * 2**30)
+    assert memory.estimate(shape, 0, 8, 32, "acdc", options=ACDCOptions(max_batch=2)).activations < acdc.activations
 
 
 def test_task_sizes_without_a_tokenizer(tmp_path):

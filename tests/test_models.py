@@ -396,10 +396,10 @@ def test_smollm2_matches_transformers(smollm2, smollm2_hf) -> None:
 
 @pytest.mark.slow
 def test_smollm2_does_ioi(smollm2) -> None:
-    """IOI on the 10 hand-written prompts of `subcircuit.demo.IOI_PROMPTS`: the logit difference
+    """IOI on the 10 hand-written prompts of `subcircuit.runs.demo.IOI_PROMPTS`: the logit difference
     IO − S at the last position must exceed 2 on EVERY prompt (and so also on average). Each
     prompt's value is printed (`pytest -s` shows them)."""
-    from subcircuit.demo import IOI_PROMPTS, predict
+    from subcircuit.runs.demo import IOI_PROMPTS, predict
 
     assert len(IOI_PROMPTS) == 10
     diffs = {p.text: predict(smollm2, p).logit_diff for p in IOI_PROMPTS}

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from subcircuit import cli
-from subcircuit.discover import check_results, check_scores
 from subcircuit.errors import UserError
 from subcircuit.graph import build_graph
 from subcircuit.methods import make_problem, run_method
@@ -15,6 +14,7 @@ from subcircuit.methods.acdc import acdc_fast, acdc_reference
 from subcircuit.methods.base import METHODS, MethodResult, MethodSpec
 from subcircuit.methods.baselines import RandomOptions
 from subcircuit.models import load
+from subcircuit.runs.pipeline import check_results, check_scores
 from subcircuit.tasks import get_task
 from subcircuit.tasks.metrics import Metric, kl_divergence
 

@@ -281,9 +281,9 @@ def test_resume_with_a_damaged_checkpoint(capsys, tmp_path):
 
 
 def test_model_too_large_for_the_free_memory_is_refused_unless_forced(capsys, tmp_path, monkeypatch):
-    import subcircuit.memory
+    import subcircuit.runs.memory
 
-    monkeypatch.setattr(subcircuit.memory, "free_bytes", lambda device="cpu": 200_000)
+    monkeypatch.setattr(subcircuit.runs.memory, "free_bytes", lambda device="cpu": 200_000)
     line = fails(capsys, "discover", *TOY, "--method", "random", "--out", tmp_path / "o",
                  needle=("model 'toy-induction-2l' needs about", "but only 0.2 MB is free on cpu", "--force"))
     assert "4 examples × 32 tokens" in line

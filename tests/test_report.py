@@ -11,7 +11,6 @@ from conftest import TINY_CONFIGS, random_model
 
 from subcircuit.circuit import Circuit, load_circuit
 from subcircuit.cli import run_cli
-from subcircuit.discover import DiscoverOptions, discover
 from subcircuit.evaluation.roles import (
     CUTOFFS,
     ROLES,
@@ -25,6 +24,8 @@ from subcircuit.models import LoadedModel
 from subcircuit.report import write_report
 from subcircuit.report.html import render_html
 from subcircuit.report.svg import KIND_COLOURS, layout, receiver_kind, render_svg
+from subcircuit.runs.discover import discover
+from subcircuit.runs.options import DiscoverOptions
 from subcircuit.runs.report import report_run
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -34,7 +35,7 @@ SVG_NS = "{http://www.w3.org/2000/svg}"
 def toy_run(tmp_path_factory):
     """ACDC on toy-induction-2l, written with its report (the run every test here reads)."""
     folder = tmp_path_factory.mktemp("toy") / "run"
-    discover("toy-induction-2l", "induction", DiscoverOptions(), out=folder)
+    discover("toy-induction-2l", "induction", DiscoverOptions.build(), out=folder)
     return folder
 
 
@@ -232,9 +233,9 @@ def test_candidates_from_given_scores_match_recomputed_ones(tmp_path):
     from subcircuit.models import load
 
     loaded = load("toy-induction-2l")
-    eap = discover(loaded, "induction", DiscoverOptions(method="eap-ig", edges=5, n_examples=8), report=False)
+    eap = discover(loaded, "induction", DiscoverOptions.build(method="eap-ig", edges=5, n_examples=8), report=False)
     scores = scores_tensor(eap, build_graph(loaded.cfg, eap.granularity))
-    opts = DiscoverOptions(method="acdc", candidates=10, n_examples=8)
+    opts = DiscoverOptions.build(method="acdc", candidates=10, n_examples=8)
     a = discover(loaded, "induction", opts, report=False)
     b = discover(loaded, "induction", opts, report=False, candidate_scores=scores)
     assert a.in_circuit == b.in_circuit and a.results == b.results
@@ -254,7 +255,7 @@ def test_demo_summary_and_index(toy_run, capsys):
     from pathlib import Path
 
     from subcircuit.cli import print_demo_summary
-    from subcircuit.demo import DiscoveryRun, head_labels, write_index
+    from subcircuit.runs.demo import DiscoveryRun, head_labels, write_index
 
     runs = [DiscoveryRun("toy", toy_run, load_circuit(toy_run), None, 1.5)]
     assert head_labels(toy_run)["a0.h0"] == "previous-token"

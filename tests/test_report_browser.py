@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from subcircuit.discover import DiscoverOptions, discover
+from subcircuit.runs.discover import discover
+from subcircuit.runs.options import DiscoverOptions
 
 CHROMIUM = os.environ.get("SUBCIRCUIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,7 +43,7 @@ def visible_edges(page) -> int:
 
 def test_report_renders_and_responds_in_chromium(browser, tmp_path, capsys):
     folder = tmp_path / "toy"
-    circuit = discover("toy-induction-2l", "induction", DiscoverOptions(), out=folder)
+    circuit = discover("toy-induction-2l", "induction", DiscoverOptions.build(), out=folder)
     n = len(circuit.in_circuit)
     assert n >= 3
     page = browser.new_page(viewport={"width": 1280, "height": 900})

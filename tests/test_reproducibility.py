@@ -4,14 +4,13 @@ file records the seed, the versions and every option of the run."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
 
 from subcircuit.circuit import load_circuit
 from subcircuit.cli import run_cli
-from subcircuit.discover import DiscoverOptions
+from subcircuit.runs.options import DiscoverOptions
 
 
 def without_timings(path: Path) -> dict:
@@ -35,7 +34,7 @@ def test_same_command_twice_gives_the_same_file(tmp_path, extra):
     a, b = without_timings(tmp_path / "a"), without_timings(tmp_path / "b")
     assert a == b
     assert set(a["versions"]) >= {"subcircuit", "torch", "transformers", "python"}
-    assert set(a["options"]) == {f.name for f in fields(DiscoverOptions)}  # every option, by name
+    assert set(a["options"]) == set(DiscoverOptions.build(extra[1]).flat())  # every option, by name
     assert a["options"]["method"] == extra[1] and a["params"]["seed"] == a["options"]["seed"]
     assert load_circuit(tmp_path / "a").options == a["options"]
 
@@ -49,9 +48,10 @@ def test_different_seed_gives_a_different_random_circuit(tmp_path):
 
 
 def test_recorded_options_rebuild_the_run(tmp_path):
-    """The options in circuit.json are exactly DiscoverOptions' fields: they rebuild the run."""
+    """The options in circuit.json are every option of the run, by name: they rebuild the run."""
     args = ["discover", "--model", "toy-induction-2l", "--task", "induction", "--n-examples", "4", "--method", "eap",
             "--edges", "4", "--metric", "logit-diff", "--out", str(tmp_path)]
     assert run_cli(args) == 0
-    opts = DiscoverOptions(**json.loads((tmp_path / "circuit.json").read_text())["options"])
-    assert asdict(opts)["metric"] == "logit-diff" and opts.edges == 4 and opts.method == "eap"
+    opts = DiscoverOptions.build(**json.loads((tmp_path / "circuit.json").read_text())["options"])
+    assert opts.metric == "logit-diff" and opts.select.edges == 4 and opts.method == "eap"
+    assert opts.flat() == json.loads((tmp_path / "circuit.json").read_text())["options"]

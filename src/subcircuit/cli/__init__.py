@@ -11,7 +11,8 @@ the result with rich. The commands live in one module per group:
 
 and share `_output` (consoles, progress bar, spinner), `_progress` (the rich bar on a terminal, a
 plain progress line every ~30 s otherwise), `_options` (options spelled the same everywhere) and
-`_method_flags` (flags generated from a method registry's options dataclasses). This module holds
+`_method_flags` (flags generated from a method registry's options dataclasses: `discover` and
+`sweep` take the registered methods' options this way). This module holds
 the typer `app`, the global options and the error handling, all in one place, `run_cli`:
 
 - `UserError` (bad input)            -> one line `error: <message>` on stderr, exit code 2
@@ -40,6 +41,7 @@ from typing import Annotated
 import typer
 
 from subcircuit.cli import demo, discover, evaluate, info, show
+from subcircuit.cli._method_flags import method_flags_command
 from subcircuit.cli._output import err, fmt_params, is_tty, out, progress, status
 from subcircuit.cli.demo import print_demo, print_demo_summary, print_discovery
 from subcircuit.errors import UserError
@@ -115,11 +117,11 @@ def _global_options(
 app.command()(info.models)
 app.command()(info.tasks)
 app.command()(demo.demo)
-app.command()(discover.discover)
+app.command(cls=method_flags_command(discover.method_flags))(discover.discover)
 app.command()(show.show)
 app.command()(evaluate.evaluate)
 app.command()(evaluate.compare)
-app.command()(evaluate.sweep)
+app.command(cls=method_flags_command(evaluate.sweep_flags))(evaluate.sweep)
 
 # ------------------------------------------------------------------------------ entry points
 

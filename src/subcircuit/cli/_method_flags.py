@@ -17,6 +17,10 @@ runs "any method" (`discover`, `sweep`) offers the union of those flags, one per
 `method_flags_command(load)` is a typer command class that adds the generated flags to a command
 when it is parsed or its help is shown, not when the app is built: `load()` may import the method
 registry (and torch) without slowing down `subcircuit --help` or `subcircuit models`.
+
+`registry_flags()` is `load` for subcircuit's own registry (`subcircuit.methods.METHODS`): every
+registered method's option fields, plus the selection fields (`SelectOptions`) for the methods
+whose circuit the run chooses from their scores (`MethodSpec.selects_circuit` False).
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ class MethodFlag:
 def merge_fields(per_method: Mapping[str, Iterable[Any]]) -> list[MethodFlag]:
     """One `MethodFlag` per field name over the methods' fields (each with `name, flag, type,
     default, help`), in the order first met. A name with two flags or two types is a bug in the
-    registry (ValueError); with two defaults the flag has none and its help lists them."""
+    registry (ValueError); with two defaults the flag has none and its help lists them; a method
+    whose help for the name differs from the first one's adds it ("... acdc: <its help>")."""
     merged: dict[str, MethodFlag] = {}
     defaults: dict[str, dict[str, Any]] = {}
     for method, fields in per_method.items():
@@ -66,7 +71,9 @@ def merge_fields(per_method: Mapping[str, Iterable[Any]]) -> list[MethodFlag]:
                 raise ValueError(f"option {f.name!r}: {seen.flag} {seen.type} in {', '.join(seen.methods)}, "
                                  f"{f.flag} {f.type} in {method}")
             else:
-                merged[f.name] = MethodFlag(seen.name, seen.flag, seen.type, seen.default, seen.help,
+                other = f.help.strip() and f.help.strip() not in seen.help
+                helps = f"{seen.help.rstrip()} {method}: {f.help.strip()}" if other else seen.help
+                merged[f.name] = MethodFlag(seen.name, seen.flag, seen.type, seen.default, helps,
                                             seen.methods + (method,))
             defaults.setdefault(f.name, {})[method] = f.default
     out = []
@@ -145,14 +152,20 @@ def given_values(ctx: Any, flags: Iterable[Any]) -> dict[str, Any]:
     return given
 
 
-def refuse_unused(given: Mapping[str, Any], flags: Sequence[Any], method: str) -> None:
+def refuse_unused(given: Mapping[str, Any], flags: Sequence[Any], method: str,
+                  order: Sequence[str] | None = None) -> None:
     """A one-line UserError for the given flags that `method` does not take, e.g.
-    `--abs is not an option of eap-ig (its options: --ig-steps, --ig, --edges, ...)`."""
+    `--abs is not an option of eap-ig (its options: --ig-steps, --ig, --edges, ...)`; the method's
+    options are listed in the order of `flags`, or of the field names in `order` (its own)."""
     by_name = {f.name: f for f in flags}
     bad = [by_name[name].flag for name in given if method not in by_name[name].methods]
     if not bad:
         return
-    own = [f.flag for f in flags if method in f.methods]
+    mine = [f for f in flags if method in f.methods]
+    if order is not None:
+        rank = {name: i for i, name in enumerate(order)}
+        mine.sort(key=lambda f: rank.get(f.name, len(rank)))
+    own = [f.flag for f in mine]
     its = f"its options: {', '.join(own)}" if own else "it takes none"
     what = f"{bad[0]} is not an option" if len(bad) == 1 else f"{', '.join(bad[:-1])} and {bad[-1]} are not options"
     raise UserError(f"{what} of {method} ({its})")
@@ -189,3 +202,34 @@ def method_flags_command(load: Callable[[], Sequence[Any]]) -> type[typer.core.T
             return super().invoke(ctx)
 
     return MethodFlagsCommand
+
+
+def _hint(f: Any) -> Any:
+    """The type hint of a `methods.base.OptionField` (scalar type, Literal choices, optional)."""
+    hint: Any = Literal.__getitem__(tuple(f.choices)) if f.choices is not None else f.type
+    return hint | None if f.optional else hint
+
+
+def _registry_fields(selection: bool) -> dict[str, list[Any]]:
+    """{method: its option fields (and the selection's, for a score method)} of the registry."""
+    from subcircuit.methods import METHODS, SelectOptions, option_fields
+
+    select = option_fields(SelectOptions)
+    names = {f.name for f in select}
+    return {name: [f for f in option_fields(spec.options) + ([] if spec.selects_circuit else select)
+                   if selection or f.name not in names] for name, spec in METHODS.items()}
+
+
+def registry_order(method: str, selection: bool = True) -> list[str]:
+    """The option names of a registered method in its own order (for `refuse_unused`)."""
+    return [f.name for f in _registry_fields(selection).get(method, [])]
+
+
+def registry_flags(selection: bool = True) -> tuple[MethodFlag, ...]:
+    """The flags of subcircuit's method registry (see the module docstring). `selection=False`
+    leaves out the selection fields and every method field of the same name (a sweep gives each
+    run its threshold or size and chooses the top k edges). Built from the registry as it is now
+    (a method registered later, e.g. by a test, gets its flags too)."""
+    per_method = {name: [MethodFlag(f.name, f.flag, _hint(f), f.default, f.help, ()) for f in fields]
+                  for name, fields in _registry_fields(selection).items()}
+    return tuple(merge_fields(per_method))

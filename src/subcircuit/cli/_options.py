@@ -26,7 +26,6 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 AblationOpt = Annotated[str, typer.Option("--ablation", help="corrupted, mean or zero.")]
 GranularityOpt = Annotated[str, typer.Option("--granularity", help="heads-qkv, heads or layers.")]
 NExamplesOpt = Annotated[int | None, typer.Option("--n-examples", help="Number of prompts.")]
-AbsOpt = Annotated[bool, typer.Option("--abs", help="ACDC: compare |Δmetric| with τ.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even if the memory estimate exceeds the free memory.")]
 RunDirArg = Annotated[Path, typer.Argument(help="Run folder holding circuit.json.")]
 AgainstOpt = Annotated[

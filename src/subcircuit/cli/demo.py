@@ -1,5 +1,5 @@
 """`subcircuit demo`: the bundled SmolLM2-135M at work, then ACDC on the models with known circuits
-and the IOI circuit of SmolLM2 (offline). The library (`subcircuit.demo`) returns data; this
+and the IOI circuit of SmolLM2 (offline). The library (`subcircuit.runs.demo`) returns data; this
 module prints it."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def demo(
     ioi: Annotated[bool, typer.Option("--ioi/--no-ioi", help="Also find SmolLM2's IOI circuit (EAP-IG, ACDC).")] = True,
 ) -> None:
     """Load the bundled SmolLM2-135M and show Indirect Object Identification at work (offline)."""
-    from subcircuit import demo as demo_lib
+    from subcircuit.runs import demo as demo_lib
 
     with status(f"loading {demo_lib.DEMO_MODEL} (the first load dequantizes the bundled GGUF, ~20 s) ..."):
         result = demo_lib.run_demo(n_prompts=prompts, device=device)
@@ -60,8 +60,8 @@ def print_discovery(runs: list[Any]) -> None:
 def print_demo_summary(runs: list[Any], index: Path) -> None:
     """The demo's summary: every run with its size, faithfulness and labelled heads; then where
     each report is."""
-    from subcircuit.demo import head_labels
     from subcircuit.report.svg import short_label
+    from subcircuit.runs.demo import head_labels
 
     c = out()
     c.print()
@@ -84,7 +84,7 @@ def print_demo_summary(runs: list[Any], index: Path) -> None:
 
 
 def print_demo(r: Any) -> None:
-    """Print a `subcircuit.demo.DemoResult`."""
+    """Print a `subcircuit.runs.demo.DemoResult`."""
     from subcircuit.models.loading import cache_dir
 
     c = out()

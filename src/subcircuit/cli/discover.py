@@ -1,20 +1,26 @@
 """`subcircuit discover`: find the circuit of a task in a model; writes DIR/circuit.json (and the
 report). `--resume DIR` finishes an interrupted run from its checkpoint (the run's options are
-read back from it); `--overwrite` replaces a finished run.
+read back from it, so no other option but `--device` and `--force` may be given); `--overwrite`
+replaces a finished run.
+
+The method options (`--threshold`, `--edges`, `--abs`, `--ig-steps`, ...) are generated from the
+options dataclasses of the registered methods (`_method_flags.registry_flags`); a flag the chosen
+method does not take is refused with one line (exit 2).
 
 Progress: a rich bar on a terminal, otherwise a plain line on stderr every ~30 s (`_progress`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from subcircuit.cli._method_flags import given_values, refuse_unused, registry_flags, registry_order
 from subcircuit.cli._options import (
     AblationOpt,
-    AbsOpt,
     DeviceOpt,
     ForceOpt,
     GranularityOpt,
@@ -25,52 +31,73 @@ from subcircuit.cli._output import out
 from subcircuit.cli._progress import edge_progress
 from subcircuit.errors import UserError
 
+# the command's own options that --resume DIR takes from the run's checkpoint instead
+RESUME_TAKES = ("model", "task", "out_dir", "method", "metric", "ablation", "granularity", "n_examples", "seed",
+                "overwrite")
+
+
+def method_flags() -> Sequence[Any]:
+    """The generated flags of `discover` (`method_flags_command` calls this when it parses)."""
+    return registry_flags()
+
+
+def given_own(ctx: typer.Context, names: Sequence[str]) -> list[str]:
+    """The flags of the command's own options among `names` that were given on the command line."""
+    by_name = {p.name: p for p in ctx.command.params}
+    return [by_name[n].opts[0] for n in names
+            if (src := ctx.get_parameter_source(n)) is not None and src.name == "COMMANDLINE"]
+
+
+def refuse_with_resume(ctx: typer.Context, given: dict[str, Any], flags: Sequence[Any]) -> None:
+    """--resume DIR reads the run's options from DIR: any option that would change them is refused."""
+    by_name = {f.name: f.flag for f in flags}
+    bad = given_own(ctx, RESUME_TAKES) + [by_name[n] for n in given]
+    if bad:
+        raise UserError(f"--resume takes the run's options from its checkpoint; {', '.join(bad)} cannot be "
+                        "given with it (only --device, --force)")
+
 
 def discover(
+    ctx: typer.Context,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Short name, local folder or Hugging Face id.")] = None,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Built-in task name or a task file (JSONL).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (circuit.json ...).")] = None,
     method: Annotated[str, typer.Option("--method", help="acdc, eap, eap-ig, edge-pruning, hisp, sp, node-patching, random.")] = "acdc",
-    threshold: Annotated[float | None, typer.Option("--threshold", help="ACDC's τ (default 0.01).")] = None,
-    edges: Annotated[int | None, typer.Option("--edges", help="Target circuit size (ACDC searches τ).")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="kl, logit-diff, prob-diff, nll (default: the task's).")] = None,
     ablation: AblationOpt = "corrupted",
     granularity: GranularityOpt = "heads-qkv",
     n_examples: NExamplesOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
-    abs_value: AbsOpt = False,
     resume: Annotated[Path | None, typer.Option("--resume", help="Resume the interrupted run in this folder.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
-    sparsity: Annotated[float | None, typer.Option("--sparsity", help="Fraction of edges removed (score methods, edge-pruning).")] = None,
-    candidates: Annotated[int | None, typer.Option("--candidates", help="ACDC: try only the top K edges by EAP-IG.")] = None,
-    ig_steps: Annotated[int, typer.Option("--ig-steps", help="EAP-IG interpolation steps.")] = 5,
-    ig: Annotated[str, typer.Option("--ig", help="EAP-IG variant: inputs or activations.")] = "inputs",
-    selection: Annotated[str, typer.Option("--selection", help="Score methods: top or greedy (grow from the logits).")] = "top",
-    prune: Annotated[bool, typer.Option("--prune", help="Score methods: drop edges not on a path input -> logits.")] = False,
-    train_steps: Annotated[int | None, typer.Option("--train-steps", help="edge-pruning / sp optimisation steps.")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Find the circuit of a task in a model; writes DIR/circuit.json."""
-    from subcircuit.discover import RUN_FILES, DiscoverOptions, holds_run, options_from_trace
-    from subcircuit.discover import discover as run_discover
+    from subcircuit.methods import get_method
+    from subcircuit.runs.discover import RUN_FILES, holds_run, options_from_trace
+    from subcircuit.runs.discover import discover as run_discover
+    from subcircuit.runs.options import DiscoverOptions
 
+    flags = method_flags()
+    given = given_values(ctx, flags)
     if resume is not None:
+        refuse_with_resume(ctx, given, flags)
         out_dir = resume
         opts, model, task = options_from_trace(resume, device, force)
     else:
         if model is None or task is None or out_dir is None:
             missing = [n for n, v in (("--model", model), ("--task", task), ("--out", out_dir)) if v is None]
             raise UserError(f"missing option(s) {', '.join(missing)} (or give --resume DIR)")
+        get_method(method)  # an unknown method first, then the flags it does not take
+        refuse_unused(given, flags, method, registry_order(method))
+        opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
+                                     n_examples=n_examples, seed=seed, device=device, force=force, **given)
         if holds_run(out_dir):
             if not overwrite:
                 raise UserError(f"output folder {str(out_dir)!r} already holds a run; use --overwrite or --resume")
             for f in RUN_FILES:
                 (out_dir / f).unlink(missing_ok=True)
-        opts = DiscoverOptions(method=method, threshold=threshold, edges=edges, metric=metric, ablation=ablation,
-                               granularity=granularity, n_examples=n_examples, seed=seed, device=device,
-                               abs_value=abs_value, sparsity=sparsity, candidates=candidates, ig_steps=ig_steps,
-                               ig=ig, selection=selection, prune=prune, train_steps=train_steps, force=force)
     with edge_progress("discover", "edges tried") as report:
         circuit = run_discover(model, task, opts, out=out_dir, resume=resume is not None, progress=report)
     r = circuit.results

@@ -1,18 +1,20 @@
 """`subcircuit evaluate`, `compare` and `sweep`: how good a run is (faithfulness, curves, ROC/AUC
 against a reference circuit), several runs side by side, and many runs of one method over
-thresholds or sizes (one folder per run plus summary.json/summary.md)."""
+thresholds or sizes (one folder per run plus summary.json/summary.md; the method options are
+generated from the registry, as for `discover`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
+from subcircuit.cli._method_flags import given_values, refuse_unused, registry_flags, registry_order
 from subcircuit.cli._options import (
     AblationOpt,
-    AbsOpt,
     AgainstOpt,
     DeviceOpt,
     ForceOpt,
@@ -38,7 +40,7 @@ def evaluate(
 ) -> None:
     """Faithfulness of a run and, against a reference circuit, edge/node TPR and FPR."""
     from subcircuit.evaluation.compare import evaluate_run
-    from subcircuit.evaluation.sweep import fmt
+    from subcircuit.evaluation.tables import fmt
 
     with status(f"evaluating {run_dir} ..."):
         ev = evaluate_run(run_dir, against, curve, device)
@@ -82,11 +84,18 @@ def compare(
         o.print(f"wrote {p}", markup=False)
 
 
+def sweep_flags() -> Sequence[Any]:
+    """The generated flags of `sweep`: every method option but the selection's (each run's τ or
+    size comes from the sweep, its circuit is the top k)."""
+    return registry_flags(selection=False)
+
+
 def sweep(
+    ctx: typer.Context,
     model: ModelOpt,
     task: TaskOpt,
     out_dir: OutOpt,
-    method: Annotated[str, typer.Option("--method", help="acdc (sweeps --thresholds) or a score method "
+    method: Annotated[str, typer.Option("--method", help="acdc (sweeps --thresholds) or another method "
                                                          "(sweeps --sizes).")] = "acdc",
     thresholds: Annotated[str | None, typer.Option("--thresholds", help="Comma-separated τ values "
                                                                         "(default 1e-4 … 1).")] = None,
@@ -98,17 +107,21 @@ def sweep(
     n_examples: NExamplesOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
-    abs_value: AbsOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the finished runs in --out, finish the others.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a sweep already in --out.")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Run a method over several thresholds or sizes: one folder per run plus summary.json/summary.md."""
-    from subcircuit.discover import DiscoverOptions
-    from subcircuit.evaluation.sweep import sweep as run_sweep
+    from subcircuit.methods import get_method
+    from subcircuit.runs.options import DiscoverOptions
+    from subcircuit.runs.sweep import sweep as run_sweep
 
-    opts = DiscoverOptions(method=method, metric=metric, ablation=ablation, granularity=granularity,
-                           n_examples=n_examples, seed=seed, device=device, abs_value=abs_value)
+    flags = sweep_flags()
+    given = given_values(ctx, flags)
+    get_method(method)
+    refuse_unused(given, flags, method, registry_order(method, selection=False))
+    opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
+                                 n_examples=n_examples, seed=seed, device=device, **given)
     with edge_progress("sweep", "sweep") as report:
         res = run_sweep(model, task, opts, number_list(thresholds, float, "--thresholds"),
                         number_list(sizes, int, "--sizes"), out_dir, report, resume=resume, overwrite=overwrite,

@@ -1,13 +1,16 @@
 """Evaluation of circuits: faithfulness, faithfulness-vs-size curves (MIB's CPR and CMD), ROC/AUC
-against reference circuits (the ACDC paper's), threshold/size sweeps, and run comparison.
+against reference circuits (the ACDC paper's), run comparison and the measured roles of heads.
 
 Modules (see each docstring for definitions and sources):
 - `faithfulness`: f = (m(C) − m(∅)) / (m(N) − m(∅)), batched over circuits;
 - `curves`: top-k circuits at MIB's edge fractions, CPR and CMD (trapezoid rule);
 - `roc`: TPR/FPR at edge and node level, Pareto points, the ACDC paper's pessimistic AUC;
 - `reference`: reference circuit files, checked against the model's graph;
-- `sweep`: one method over τ values or sizes, one folder per run plus a summary;
-- `compare`: `subcircuit evaluate` / `subcircuit compare` (tables and PNG plots).
+- `compare`: `subcircuit evaluate` / `subcircuit compare` (tables and PNG plots);
+- `roles`: what the heads of a circuit do (induction, previous-token, ...), measured on the model;
+- `tables`: how a number is printed in a table.
+
+Sweeps (one method over τ values or sizes) are runs: `subcircuit.runs.sweep`.
 
 Names are imported lazily so `import subcircuit.evaluation` stays cheap.
 """
@@ -26,7 +29,10 @@ _LAZY: dict[str, str] = {
     "auc_of_ranking": "roc", "ranking_roc": "roc", "node_names": "roc", "node_incidence": "roc", "nodes_of": "roc",
     "Reference": "reference", "load_reference": "reference", "list_references": "reference",
     "canonical_name": "reference", "graph_for_model": "reference", "GPT2_SMALL": "reference",
-    "sweep": "sweep", "SweepResult": "sweep", "DEFAULT_THRESHOLDS": "sweep",
+    "ROLES": "roles", "ATTENTION_ROLES": "roles", "CUTOFFS": "roles", "TIE": "roles", "HeadRoles": "roles",
+    "label_of": "roles", "head_roles": "roles", "save_roles": "roles", "load_roles": "roles",
+    "ROLES_FILE": "roles", "ROLES_FORMAT": "roles", "circuit_heads": "roles",
+    "fmt": "tables",
     "evaluate_run": "compare", "compare_runs": "compare", "RunEvaluation": "compare",
 }
 

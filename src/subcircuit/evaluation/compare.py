@@ -35,7 +35,7 @@ from subcircuit.evaluation.roc import (
     ranking_roc,
     rates,
 )
-from subcircuit.evaluation.sweep import fmt
+from subcircuit.evaluation.tables import fmt
 from subcircuit.graph import Graph
 
 log = logging.getLogger(__name__)

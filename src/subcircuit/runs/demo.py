@@ -197,16 +197,17 @@ def run_discovery_demo(out: str = "runs", device: str = "cpu") -> list[Discovery
     import time
     from pathlib import Path
 
-    from subcircuit.discover import DiscoverOptions, discover
     from subcircuit.models.loading import data_dir
+    from subcircuit.runs.discover import RUN_FILES, discover
+    from subcircuit.runs.options import DiscoverOptions
 
     runs = []
     for label, model, task, opts in DISCOVERY_RUNS:
         folder = Path(out) / label
-        for f in ("circuit.json", "acdc-trace.json"):
+        for f in RUN_FILES:
             (folder / f).unlink(missing_ok=True)
         t0 = time.perf_counter()
-        circuit = discover(model, task, DiscoverOptions(device=device, **opts), out=folder)
+        circuit = discover(model, task, DiscoverOptions.build(device=device, **opts), out=folder)
         ref_file = data_dir() / "reference" / f"{model}.json"
         reference = json.loads(ref_file.read_text())["edges"] if ref_file.exists() else None
         runs.append(DiscoveryRun(label, folder, circuit, reference, time.perf_counter() - t0))
@@ -231,27 +232,29 @@ IOI_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 
 def run_ioi_demo(out: str = "runs", device: str = "cpu", loaded: Any = None) -> list[DiscoveryRun]:
-    """EAP-IG and ACDC-on-candidates on SmolLM2 IOI; each run is written to `out/<label>/`."""
+    """EAP-IG and ACDC-on-candidates on SmolLM2 IOI; each run is written to `out/<label>/`.
+
+    Both runs are made in one session (same prompts, metric and ablation): ACDC's candidates are
+    the top edges of the EAP-IG run just made (same prompts and steps), taken from the session."""
     from pathlib import Path
 
-    from subcircuit.circuit import scores_tensor
-    from subcircuit.discover import DiscoverOptions, discover
-    from subcircuit.graph import build_graph
     from subcircuit.models import load
+    from subcircuit.runs.discover import RUN_FILES
+    from subcircuit.runs.options import DiscoverOptions
+    from subcircuit.runs.pipeline import open_session, run_in_session
+    from subcircuit.runs.report import report_run
 
     loaded = loaded if loaded is not None else load(DEMO_MODEL, device)
+    plan = [(label, DiscoverOptions.build(device=device, **opts)) for label, opts in IOI_RUNS]
+    session = open_session(loaded, "ioi", plan[0][1])
     runs = []
-    eap_scores = None
-    for label, opts in IOI_RUNS:
+    for label, options in plan:
         folder = Path(out) / label
-        for f in ("circuit.json", "acdc-trace.json"):
+        for f in RUN_FILES:
             (folder / f).unlink(missing_ok=True)
         t0 = time.perf_counter()
-        # ACDC's candidates are the top edges of the EAP-IG run just made (same prompts and steps)
-        circuit = discover(loaded, "ioi", DiscoverOptions(device=device, **opts), out=folder,
-                           candidate_scores=eap_scores if "candidates" in opts else None)
-        if opts["method"] == "eap-ig":
-            eap_scores = scores_tensor(circuit, build_graph(loaded.cfg, circuit.granularity))
+        circuit = run_in_session(session, options, folder)
+        report_run(folder, circuit, loaded=session.loaded, task=session.task)
         runs.append(DiscoveryRun(label, folder, circuit, None, time.perf_counter() - t0))
     return runs
 
@@ -273,7 +276,7 @@ def write_index(out: str, runs: list[DiscoveryRun]) -> Any:
     from html import escape
     from pathlib import Path
 
-    from subcircuit.circuit import atomic_write_text
+    from subcircuit.files import atomic_write_text
 
     rows = []
     for r in runs:

@@ -8,9 +8,11 @@ loaded,
                   transformers model and ours are both alive while converting)
     activations = the tensors the patching primitive keeps for one run: the clean and the
                   ablated output of every sender, the patched forward pass's own, logits over
-                  the vocabulary and attention patterns for the batch; more for the gradient
-                  methods (backward keeps the forward's tensors) and ACDC's speculative batches
-                  (capped by its 2 GiB budget)
+                  the vocabulary and attention patterns for the batch; more for the methods
+                  that run the autograd engine (`MethodSpec.uses_gradients`: backward keeps the
+                  forward's tensors) and for batched trials (a method whose options have a
+                  `memory_gb` budget and `max_batch`, ACDC's speculative batches: capped by
+                  that budget, 2 GiB by default)
 
 from what can be read without loading: the shipped model's files (`subcircuit_model.json` and the
 size of `model.safetensors`), a local folder's `config.json` (or our config), the Hub cache's
@@ -39,8 +41,6 @@ log = logging.getLogger(__name__)
 BYTES_PER_PARAM = 4  # our forward pass runs in fp32
 DEFAULT_SEQ = 32  # tokens assumed for built-in tasks (IOI, Greater-Than, ...: 10-20 tokens in BPE tokenizers)
 TASK_SEQ = {"docstring": 64}  # built-in tasks with longer prompts
-ACDC_BUDGET = 2 * 2**30  # the fast path's memory budget for speculative batches (methods/acdc.py)
-GRADIENT_METHODS = ("eap", "eap-ig", "edge-pruning", "sp", "hisp")
 
 
 @dataclass(frozen=True)
@@ -192,18 +192,24 @@ def task_size(task: Any, n_examples: int | None) -> tuple[int, int]:
 
 
 def estimate(shape: Shape, param_bytes: int, batch: int, seq: int, method: str = "acdc",
-             granularity: str = "heads-qkv") -> MemoryEstimate:
-    """Bytes a run needs (see the module docstring for what is counted)."""
+             granularity: str = "heads-qkv", options: Any = None) -> MemoryEstimate:
+    """Bytes a run needs (see the module docstring for what is counted); `options`: the method's
+    options (None: its defaults)."""
+    from subcircuit.methods import get_method
+
+    spec = get_method(method)
+    options = options if options is not None else spec.options()
     L, d, H = shape.n_layers, shape.d_model, shape.n_heads
     n_senders = 1 + (2 * L if granularity == "layers" else L * (H + 1))
     unit = batch * seq * d * 4  # one sender's output for the batch, fp32
     acts = 3 * n_senders * unit  # clean outputs, ablated outputs, the patched pass
     acts += 2 * batch * seq * shape.vocab_size * 4  # full logits of the clean and corrupted runs
     acts += 2 * batch * H * seq * seq * 4 + 2 * batch * seq * max(shape.d_mlp, d) * 4  # one layer's transients
-    if method in GRADIENT_METHODS:
+    if spec.uses_gradients:
         acts += 2 * n_senders * unit + L * batch * H * seq * seq * 4 * 2  # kept for backward
-    if method == "acdc":
-        acts += min(ACDC_BUDGET, 64 * (n_senders + 8) * unit)
+    budget = getattr(options, "memory_gb", None)
+    if budget is not None:  # batched trials, at most `max_batch` configurations within the budget
+        acts += min(int(budget * 2**30), int(getattr(options, "max_batch", 64)) * (n_senders + 8) * unit)
     return MemoryEstimate(int(param_bytes), int(acts), batch, seq)
 
 
@@ -232,16 +238,18 @@ def free_bytes(device: str = "cpu") -> int | None:
 
 
 def check_memory(model: Any, task: Any, n_examples: int | None = None, method: str = "acdc",
-                 granularity: str = "heads-qkv", device: str = "cpu", force: bool = False) -> MemoryEstimate | None:
-    """Estimate the run's memory before loading `model`; a UserError if it exceeds the free memory
-    (unless `force`). Returns the estimate (None when the model's size cannot be known)."""
+                 granularity: str = "heads-qkv", device: str = "cpu", force: bool = False,
+                 options: Any = None) -> MemoryEstimate | None:
+    """Estimate the run's memory before loading `model` (`options`: the method's options, None: its
+    defaults); a UserError if it exceeds the free memory (unless `force`). Returns the estimate
+    (None when the model's size cannot be known)."""
     found = model_shape(model)
     if found is None:
         log.info("memory check skipped: the size of model %r is not known before loading", str(model))
         return None
     shape, param_bytes = found
     batch, seq = task_size(task, n_examples)
-    est = estimate(shape, param_bytes, batch, seq, method, granularity)
+    est = estimate(shape, param_bytes, batch, seq, method, granularity, options)
     free = free_bytes(device)
     log.info("memory estimate for %s: %s (parameters %s, activations %s); free on %s: %s", model, gb(est.total),
              gb(est.params), gb(est.activations), device, "unknown" if free is None else gb(free))

@@ -1,0 +1,225 @@
+"""The one pipeline every run goes through: a session (model, task, graph, problem) and runs in it.
+
+`open_session(model, task, options)` does the work that runs with the same model, task, prompts,
+metric, ablation and granularity share: before loading, the device check and the memory
+estimate (`runs.memory`; refused unless `force`); then the model, the task for its tokenizer,
+the metric, the graph and the `Problem` (the ablation and the full model's logits).
+
+`run_in_session(session, options, out)` makes one circuit in it:
+
+1. the registered method runs with a `Context`: progress, the seed, the run folder `out` for its
+   checkpoint files (ACDC's trace, a training checkpoint) with the header that identifies the
+   run (`runs.options.run_header`), whether to resume from them, and the session's cache;
+2. a score method's circuit is chosen from its scores by the run's `SelectOptions`
+   (`methods.selection.select_circuit`); a method that selects its circuit (ACDC, Edge Pruning)
+   returns it;
+3. the scores and the metrics are checked (a NaN or infinite value stops the run with one line
+   instead of writing a silently wrong circuit);
+4. faithfulness: the metric of the circuit, against the full and the empty graph, which are
+   measured once per session (`Session.baseline`);
+5. the `Circuit` (with every option of the run, the seed and the versions, so the same options
+   give the same circuit.json apart from `timings_s`), written to `out/circuit.json`.
+
+`discover` is a session with one run; a sweep is a session with many, so a sweep's run and a
+`discover` run with the same options give the same circuit.json. The session's cache holds the
+work runs can share: ACDC's finished traces and EAP-IG candidate scores (`methods.acdc`), and
+the result of a score method, which does not depend on how its circuit is chosen (a sweep over
+sizes runs the method once).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from subcircuit.circuit import Circuit, edge_records
+from subcircuit.errors import UserError
+from subcircuit.evaluation.faithfulness import Baseline, baseline, measure
+from subcircuit.graph import Graph, build_graph
+from subcircuit.methods import (
+    Context,
+    MethodResult,
+    Problem,
+    ProgressFn,
+    make_problem,
+    no_progress,
+    select_circuit,
+)
+from subcircuit.methods.selection import check_select
+from subcircuit.models import LoadedModel, load
+from subcircuit.runs.options import RUN_FIELDS, DiscoverOptions, run_header
+from subcircuit.tasks import get_metric, get_task
+from subcircuit.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Session", "check_results", "check_scores", "open_session", "result_key", "run_in_session", "versions"]
+
+# run-level fields every run of a session shares with it (the method may differ)
+SESSION_FIELDS = tuple(f for f in RUN_FIELDS if f not in ("method", "force"))
+
+
+@dataclass(eq=False)
+class Session:
+    """What the runs of one model, task, metric, ablation and granularity share."""
+
+    loaded: LoadedModel
+    task: Task
+    metric_name: str
+    graph: Graph
+    problem: Problem
+    options: DiscoverOptions  # the options the session was opened with
+    model_name: str  # as the run's header names it: the name or path given, else the model's name
+    task_name: str
+    load_s: float = 0.0  # seconds to load the model (0 when it was given loaded)
+    opened: float = field(default_factory=time.perf_counter)  # when opening began (perf_counter)
+    cache: dict[Any, Any] = field(default_factory=dict)  # the runs' reusable work (Context.cache)
+    runs: int = 0  # runs made so far
+
+    @cached_property
+    def baseline(self) -> Baseline:
+        """m(N) and m(∅), measured on first use."""
+        return baseline(self.problem)
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in circuit.json: subcircuit, torch, transformers, python."""
+    out = {"torch": torch.__version__.split("+")[0]}
+    for pkg in ("subcircuit", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    out["python"] = platform.python_version()
+    return out
+
+
+def open_session(model: str | Path | LoadedModel, task: str | Path, options: DiscoverOptions) -> Session:
+    """Load (after the device and memory checks), build the task, metric, graph and problem."""
+    t0 = time.perf_counter()
+    if not isinstance(model, LoadedModel):  # before loading: the device, then the memory estimate
+        from subcircuit.models.loading import check_device
+        from subcircuit.runs.memory import check_memory
+
+        check_device(options.device)
+        check_memory(model, task, options.n_examples, options.method, options.granularity, options.device,
+                     options.force, options.method_options)
+    loaded = model if isinstance(model, LoadedModel) else load(model, options.device)
+    load_s = time.perf_counter() - t0
+    task_obj = get_task(task, loaded, options.n_examples, options.seed)
+    metric_name = options.metric or task_obj.metric or "kl"
+    metric = get_metric(metric_name)
+    graph = build_graph(loaded.cfg, options.granularity)
+    if options.select is not None:
+        check_select(graph, options.select)  # before any work
+    torch.manual_seed(options.seed)
+    problem = make_problem(loaded.model, graph, task_obj, metric, options.ablation)
+    name = str(model) if isinstance(model, str | Path) else loaded.name
+    return Session(loaded, task_obj, metric_name, graph, problem, options, name, str(task), load_s, t0)
+
+
+def check_scores(scores: torch.Tensor, graph: Graph, method: str) -> None:
+    """A UserError naming the first edge whose score is NaN or infinite (never write those)."""
+    bad = (~torch.isfinite(scores.detach().float().cpu())).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        r, s = graph.edge_index[i].tolist()
+        receiver, sender = graph.receivers[r].name, graph.senders[s].name
+        raise UserError(f"{method}: the score of edge {graph.edges[i]} (receiver {receiver!r}, sender {sender!r}) is "
+                        f"{float(scores.flatten()[i])} ({len(bad)} non-finite scores); the patched model's "
+                        "metric is not finite, so no circuit is written")
+
+
+def check_results(results: dict[str, Any], method: str) -> None:
+    """A UserError when the full, circuit or empty graph's metric is NaN or infinite."""
+    for key in ("metric_full_model", "metric_circuit", "metric_empty_circuit"):
+        v = results.get(key)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"{method}: {key} is {v}; the patched model's metric is not finite, so no circuit is "
+                            "written (check the model, the ablation and the metric)")
+
+
+def result_key(options: DiscoverOptions) -> tuple[Any, ...]:
+    """Where a session keeps a score method's `MethodResult`: it depends on the method and its
+    options only (not on the selection), so the runs of a size sweep share it."""
+    return ("result", options.method, options.method_options)
+
+
+def _method_result(session: Session, options: DiscoverOptions, ctx: Context) -> MethodResult:
+    """The method's result; a score method's from the session's cache when it holds it. A score
+    method's scores are also kept under ("scores", method, options) (flat [n_edges]), where
+    ACDC's `--candidates` looks for EAP-IG's."""
+    spec = options.spec
+    if spec.selects_circuit:
+        return spec.fn(session.problem, options.method_options, ctx)
+    key = result_key(options)
+    res = session.cache.get(key)
+    if res is None:
+        res = spec.fn(session.problem, options.method_options, ctx)
+        session.cache[key] = res
+        session.cache.setdefault(("scores", options.method, options.method_options), res.scores)
+    return res
+
+
+def _check_session(session: Session, options: DiscoverOptions) -> None:
+    differ = [f for f in SESSION_FIELDS if getattr(options, f) != getattr(session.options, f)]
+    if differ:
+        raise ValueError(f"a run in this session must have the session's {', '.join(differ)}")
+
+
+def run_in_session(session: Session, options: DiscoverOptions, out: str | Path | None = None, resume: bool = False,
+                   progress: ProgressFn = no_progress, model_name: str | None = None,
+                   task_name: str | None = None) -> Circuit:
+    """One run in `session` (see the module docstring); with `out`, its folder (checkpoint files,
+    circuit.json). `resume`: the method continues from its checkpoint in `out` if there is one.
+    `model_name`, `task_name`: how the run's header names them (default: the session's). The
+    first run of a session counts the session's opening (loading) in its timings."""
+    _check_session(session, options)
+    graph = session.graph
+    t1 = time.perf_counter()
+    if options.select is not None:
+        check_select(graph, options.select)
+    out_dir = Path(out) if out is not None else None
+    header = run_header(options, model_name or session.model_name, task_name or session.task_name)
+    torch.manual_seed(options.seed)
+    ctx = Context(progress, options.seed, out_dir, header, resume, session.cache)
+    res = _method_result(session, options, ctx)
+    scores, keep, params = res.scores, res.in_circuit, dict(res.params)
+    info: dict[str, Any] = {}
+    if keep is None:
+        assert options.select is not None
+        keep, chosen, info = select_circuit(graph, scores, options.select)
+        params.update(chosen)
+    info.update(res.info)
+    t_method = time.perf_counter() - t1
+    check_scores(scores, graph, options.method)
+    params.update(seed=options.seed, n_examples=session.task.n)
+    results: dict[str, Any] = measure(session.problem, graph.from_flat(keep.float()), session.baseline)
+    check_results(results, options.method)
+    results.update(n_edges_total=graph.n_edges, n_edges_in_circuit=int(keep.sum()))
+    results.update({k: v for k, v in info.items() if isinstance(v, int | float | list)})
+    now = time.perf_counter()
+    if session.runs == 0:
+        timings = {"load": round(session.load_s, 3), "method": round(t_method, 3),
+                   "total": round(now - session.opened, 3)}
+    else:
+        timings = {"method": round(t_method, 3), "total": round(now - t1, 3)}
+    circuit = Circuit(
+        model=session.loaded.name, task=session.task_name, method=options.method, granularity=options.granularity,
+        ablation=options.ablation, metric=session.metric_name, params=params,
+        edges=edge_records(graph.edges, scores, keep), results=results, timings_s=timings, versions=versions(),
+        options=options.flat(),
+    )
+    session.runs += 1
+    if out_dir is not None:
+        circuit.save(out_dir)
+    return circuit
