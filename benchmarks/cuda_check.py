@@ -121,6 +121,8 @@ def check_cli() -> None:
 
 
 if __name__ == "__main__":
+    if DEV == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("cuda_check: no CUDA GPU here (torch.cuda.is_available() is False); run it on a GPU machine")
     _say(check="device", name=torch.cuda.get_device_name(0) if DEV == "cuda" else DEV, torch=torch.__version__)
     for fn in (check_patching, check_acdc, check_cli):
         try:
