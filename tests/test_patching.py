@@ -277,7 +277,7 @@ def test_shared_input_norm_gives_each_slot_its_own_gradient(norm):
     w, b = torch.randn(8, generator=gen, dtype=torch.float64), torch.randn(8, generator=gen, dtype=torch.float64)
     x1 = torch.randn(2, 1, 3, 4, 8, generator=gen, dtype=torch.float64)
     dy = torch.randn(2, 5, 3, 4, 8, generator=gen, dtype=torch.float64)
-    with torch.enable_grad():  # this module runs without autograd
+    with torch.enable_grad():
         a = x1.expand(2, 5, 3, 4, 8).clone().requires_grad_(True)  # the reference: five separate copies
         fast_in = x1.clone().requires_grad_(True)
         ref = normalize(a, w, b, cfg)

@@ -14,9 +14,8 @@ from subcircuit.patching import Patcher, Prefix, make_ablation
 
 
 def _both(p: Patcher, masks: torch.Tensor, start=None) -> tuple[torch.Tensor, torch.Tensor]:
-    fast = p.logits(masks, start=start)
-    with torch.enable_grad():
-        ref = p.logits_with_grad(masks, start=start).detach()
+    fast = p.logits(masks, start=start)  # the engine without autograd
+    ref = p.logits_with_grad(masks, start=start).detach()  # the autograd engine, whatever the grad mode
     return fast, ref
 
 
