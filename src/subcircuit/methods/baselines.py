@@ -39,13 +39,12 @@ from subcircuit.methods.base import (
     Options,
     Problem,
     ProgressFn,
-    at_least,
     no_progress,
     option,
     register_method,
 )
 from subcircuit.methods.selection import receiver_components
-from subcircuit.methods.training import CHECKPOINT_FILE, checkpoint_of, train_gates
+from subcircuit.methods.training import CHECKPOINT_FILE, GateTrainingOptions, checkpoint_of, train_gates
 from subcircuit.patching import Ablation
 
 log = logging.getLogger(__name__)
@@ -67,16 +66,10 @@ class RandomOptions(Options):
 
 
 @dataclass(frozen=True)
-class SPOptions(Options):
+class SPOptions(GateTrainingOptions):
     """Subnetwork Probing's options (the noise is seeded with the run's --seed)."""
 
     lam: float = option(1.0, "SP: weight λ of the expected fraction of open node gates.")
-    train_steps: int = option(200, "Optimisation steps (one patched forward and backward pass each).")
-    lr: float = option(0.1, "Adam learning rate of the gates' log α.")
-    init: float = option(3.0, "Initial log α of every gate (3: every gate ≈ 1).")
-
-    def check(self) -> None:
-        at_least("--train-steps", self.train_steps, 1)
 
 
 def node_to_edge_scores(graph: Graph, node: Tensor, rule: str = "min") -> Tensor:

@@ -30,27 +30,30 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from subcircuit.errors import UserError
-from subcircuit.methods.base import Context, MethodResult, Options, Problem, at_least, option, register_method
+from subcircuit.methods.base import Context, MethodResult, Problem, at_least, option, register_method
 from subcircuit.methods.selection import select_top, target_edges
-from subcircuit.methods.training import CHECKPOINT_FILE, checkpoint_of, expected_density, train_gates
+from subcircuit.methods.training import (
+    CHECKPOINT_FILE,
+    GateTrainingOptions,
+    checkpoint_of,
+    expected_density,
+    train_gates,
+)
 
 __all__ = ["EdgePruningOptions", "edge_pruning", "target_edges"]
 
 
 @dataclass(frozen=True)
-class EdgePruningOptions(Options):
+class EdgePruningOptions(GateTrainingOptions):
     """Edge Pruning's options (see the module docstring)."""
 
     edges: int | None = option(None, "Circuit size in edges (default: 1% of the graph's edges).")
     sparsity: float | None = option(None, "Fraction of edges removed (instead of --edges).")
-    train_steps: int = option(200, "Optimisation steps (one patched forward and backward pass each).")
-    lr: float = option(0.1, "Adam learning rate of the gates' log α.")
     lr_lambda: float = option(1.0, "Learning rate of the Lagrange multipliers.")
-    init: float = option(3.0, "Initial log α of every gate (3: every gate ≈ 1).")
 
     def check(self) -> None:
+        super().check()
         at_least("--edges", self.edges, 1)
-        at_least("--train-steps", self.train_steps, 1)
         if self.edges is not None and self.sparsity is not None:
             raise UserError("give either --edges or --sparsity, not both")
         if self.sparsity is not None and not 0 <= self.sparsity < 1:

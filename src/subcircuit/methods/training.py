@@ -35,12 +35,24 @@ from torch import Tensor
 
 from subcircuit.errors import UserError
 from subcircuit.files import check_header, load_state, save_state
-from subcircuit.methods.base import Context, Problem, ProgressFn
+from subcircuit.methods.base import Context, Options, Problem, ProgressFn, at_least, option
 
 log = logging.getLogger(__name__)
 BETA, LOW, HIGH = 2 / 3, -0.1, 1.1
 CHECKPOINT_FILE = "training-checkpoint.safetensors"
 CHECKPOINT_EVERY = 10  # gate-training steps between checkpoints
+
+
+@dataclass(frozen=True)
+class GateTrainingOptions(Options):
+    """The options every gate-training method shares (Edge Pruning, SP): one field each, here."""
+
+    train_steps: int = option(200, "Optimisation steps (one patched forward and backward pass each).")
+    lr: float = option(0.1, "Adam learning rate of the gates' log α.")
+    init: float = option(3.0, "Initial log α of every gate (3: every gate ≈ 1).")
+
+    def check(self) -> None:
+        at_least("--train-steps", self.train_steps, 1)
 
 
 @dataclass(frozen=True)
