@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,76 @@ class Circuit:
     @property
     def scores(self) -> dict[str, float]:
         return {e["edge"]: e["score"] for e in self.edges}
+
+    # ------------------------------------------------------------------ notebooks (docs/notebooks.md)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's inline display: the summary and the interactive diagram of report.html."""
+        from subcircuit.report.notebook import inline_html
+
+        return inline_html(self)
+
+    def edges_frame(self, only_circuit: bool = False):
+        """Every edge as a pandas DataFrame (edge, sender, receiver, port, score, in_circuit, and
+        frequency when recorded), sorted by score; pandas is imported only here."""
+        import pandas as pd
+
+        from subcircuit.graph import parse_edge, parse_node
+
+        rows = []
+        for e in self.edges:
+            if only_circuit and not e["in_circuit"]:
+                continue
+            sender, receiver = parse_edge(e["edge"])
+            node = parse_node(receiver)
+            row = {"edge": e["edge"], "sender": sender, "receiver": node.component, "port": node.port,
+                   "score": float(e["score"]), "in_circuit": bool(e["in_circuit"])}
+            if "frequency" in e:
+                row["frequency"] = e["frequency"]
+            rows.append(row)
+        cols = ["edge", "sender", "receiver", "port", "score", "in_circuit"]
+        frame = pd.DataFrame(rows, columns=cols + (["frequency"] if any("frequency" in r for r in rows) else []))
+        return frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+    def to_networkx(self, only_circuit: bool = True):
+        """The circuit as a networkx MultiDiGraph: nodes are components (`input`, `a9.h9`, `m3`,
+        `logits`), one edge per circuit edge keyed by its name, with `score` and `port` (q/k/v
+        or None); networkx is imported only here."""
+        import networkx as nx
+
+        from subcircuit.graph import parse_edge, parse_node
+
+        g = nx.MultiDiGraph(model=self.model, task=self.task, method=self.method)
+        for e in self.edges:
+            if only_circuit and not e["in_circuit"]:
+                continue
+            sender, receiver = parse_edge(e["edge"])
+            node = parse_node(receiver)
+            g.add_edge(sender, node.component, key=e["edge"], score=float(e["score"]), port=node.port,
+                       in_circuit=bool(e["in_circuit"]))
+        return g
+
+    def heads(self, roles: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The attention heads an edge of the circuit leaves or enters, by (layer, head), with
+        their role label and scores when `roles` (head name -> HeadRoles, e.g. a run folder's
+        roles.json) is given."""
+        from subcircuit.graph import parse_edge, parse_node
+
+        found: dict[str, tuple[int, int]] = {}
+        for name in self.in_circuit:
+            for part in parse_edge(name):
+                n = parse_node(part)
+                if n.kind == "head" and n.layer is not None and n.index is not None:
+                    found[n.component] = (n.layer, n.index)
+        out = []
+        for head, (layer, index) in sorted(found.items(), key=lambda kv: kv[1]):
+            row: dict[str, Any] = {"head": head, "layer": layer, "index": index}
+            hr = (roles or {}).get(head)
+            if roles is not None:
+                row["label"] = hr.label if hr is not None else None
+                row.update(hr.scores if hr is not None else {})
+            out.append(row)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,48 +51,13 @@ from subcircuit.errors import UserError
 from subcircuit.files import atomic_write_text
 from subcircuit.graph import parse_edge, parse_node
 from subcircuit.models.norms import normalize
+from subcircuit.report.roles import ATTENTION_ROLES, CUTOFFS, ROLES, TIE, HeadRoles, label_of  # noqa: F401  (defined with the drawing)
 
-#: role names, most specific first (the tie-break order)
-ROLES: tuple[str, ...] = ("induction", "duplicate-token", "previous-token", "answer-attention", "copying")
-ATTENTION_ROLES: tuple[str, ...] = ROLES[:4]
-#: a role labels a head only when its score reaches this cut-off
-CUTOFFS: dict[str, float] = {
-    "previous-token": 0.4,
-    "induction": 0.4,
-    "duplicate-token": 0.4,
-    "answer-attention": 0.4,
-    "copying": 0.5,
-}
-TIE = 0.02
 MIN_SOURCE_WEIGHT = 0.01  # copying: sources no destination gives this much attention are skipped
 SEQ_HALF = 20  # L of the repeated random tokens
 N_SEQ = 8  # how many repeated random sequences
 ROLES_FILE = "roles.json"
 ROLES_FORMAT = "subcircuit.roles/1"
-
-
-@dataclass(frozen=True)
-class HeadRoles:
-    """Role scores of one head (None: not measurable on this model/task) and its label."""
-
-    head: str
-    scores: dict[str, float | None]
-
-    @property
-    def label(self) -> str | None:
-        return label_of(self.scores)
-
-
-def label_of(scores: dict[str, float | None]) -> str | None:
-    """The label for role scores (see the module docstring); None when no role passes."""
-    passing = [(r, s) for r in ATTENTION_ROLES if (s := scores.get(r)) is not None and s >= CUTOFFS[r]]
-    copy = scores.get("copying")
-    copies = copy is not None and copy >= CUTOFFS["copying"]
-    if not passing:
-        return "copying" if copies else None
-    best = max(s for _, s in passing)
-    role = next(r for r, s in passing if s >= best - TIE)  # ROLES order among near-ties
-    return f"{role} + copying" if copies else role
 
 
 # ------------------------------------------------------------------------------ measured on the model's forward

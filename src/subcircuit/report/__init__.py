@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from subcircuit.files import atomic_write_text
 
 if TYPE_CHECKING:
-    from subcircuit.circuit import Circuit
-    from subcircuit.evaluation.roles import HeadRoles
+    from subcircuit.report.roles import HeadRoles
 
 SVG_FILE = "circuit.svg"
 HTML_FILE = "report.html"
@@ -28,7 +27,7 @@ HTML_FILE = "report.html"
 __all__ = ["HTML_FILE", "SVG_FILE", "write_report"]
 
 
-def write_report(folder: str | Path, circuit: Circuit, roles: Mapping[str, HeadRoles] | None = None,
+def write_report(folder: str | Path, circuit: Any, roles: Mapping[str, HeadRoles] | None = None,
                  roles_note: str | None = None) -> tuple[Path, Path]:
     """Draw `circuit.svg` and `report.html` of `circuit` into `folder`, with head `roles` (by
     head name; none when None) and `roles_note` (why there are no roles, shown in the report).

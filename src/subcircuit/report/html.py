@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from subcircuit.errors import UserError
-from subcircuit.evaluation.roles import CUTOFFS, ROLES, HeadRoles
 from subcircuit.graph import parse_node
+from subcircuit.report.roles import CUTOFFS, ROLES, HeadRoles
 from subcircuit.report.svg import DEFAULT_MAX_EDGES, HTML_MAX_EDGES, fmt_score, ranked_edges, render_svg
 
 TOP_EDGES_TABLE = 100

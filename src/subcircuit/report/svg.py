@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from subcircuit.evaluation.roles import HeadRoles
 from subcircuit.graph import NodeName, parse_edge, parse_node
+from subcircuit.report.roles import HeadRoles
 
 DEFAULT_MAX_EDGES = 300
 HTML_MAX_EDGES = 2000
