@@ -3,7 +3,7 @@
 Every command is a small function that parses its options, calls one library function and prints
 the result with rich. The commands live in one module per group:
 
-- `info`      `models`, `tasks`: what is available
+- `info`      `models`, `tasks`: what is available (`task_files`: `tasks generate`, `tasks check`)
 - `demo`      `demo`: the bundled models at work (offline)
 - `discover`  `discover`: one run, written to a folder
 - `show`      `show`: (re)render a run's report
@@ -41,7 +41,7 @@ from typing import Annotated
 
 import typer
 
-from subcircuit.cli import demo, discover, evaluate, exchange, info, show
+from subcircuit.cli import demo, discover, evaluate, exchange, info, show, task_files
 from subcircuit.cli._method_flags import method_flags_command
 from subcircuit.cli._output import err, fmt_params, is_tty, out, progress, status
 from subcircuit.cli.demo import print_demo, print_demo_summary, print_discovery
@@ -116,7 +116,7 @@ def _global_options(
 # In this order in `subcircuit --help`.
 
 app.command()(info.models)
-app.command()(info.tasks)
+app.add_typer(task_files.app, name="tasks")
 app.command()(demo.demo)
 app.command(cls=method_flags_command(discover.method_flags))(discover.discover)
 app.command()(show.show)

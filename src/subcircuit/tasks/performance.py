@@ -198,3 +198,16 @@ def list_tasks() -> list[TaskInfo]:
             )
         )
     return rows
+
+
+def measure_task_file(path: str | Path, loaded: Any, n: int | None = None) -> dict[str, Any]:
+    """How well `loaded` does a task file (`subcircuit tasks check`): every metric of the full
+    model on the clean prompts and on the corrupted ones, as in `measure_performance`."""
+    from subcircuit.tasks.files import load_task_file, read_task_file
+
+    tf = read_task_file(path)
+    t = check_context(load_task_file(path, loaded, n), loaded)
+    with torch.no_grad():
+        scores = full_model_scores(loaded.model, t, list(BUILTIN_METRICS))
+    return {"task": tf.name, "model": loaded.name, "n": int(t.clean.shape[0]), "metric": tf.metric,
+            "scores": {k: round(v, 4) for k, v in scores.items()}}
