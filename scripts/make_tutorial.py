@@ -56,7 +56,7 @@ A circuit is only worth finding for a behaviour the model has. `measure_task_fil
 prompts."""),
 code("""from subcircuit.tasks.performance import measure_task_file
 
-check = measure_task_file(task_file, lm)
+check = measure_task_file(task_file, lm, n=2 * N_EXAMPLES)   # the first 16 examples
 {k: check["scores"][k] for k in ("accuracy", "logit-diff", "logit-diff@corrupted", "kl@corrupted")}"""),
 md("""## 4. EAP-IG, then ACDC on its candidates
 
@@ -120,7 +120,7 @@ code("""from subcircuit.exchange.convert import export_circuit, import_file
 
 files = [
     *export_circuit(eap_ig, graph, "eap-ig", WORK / "eap-ig.json"),
-    *export_circuit(eap_ig, graph, "mib", WORK / "mib", mib_kind="circuits"),
+    *export_circuit(eap_ig, graph, "mib", WORK / "mib"),        # mib_kind="circuits": the nine binary circuits
     *export_circuit(acdc, None, "dot", WORK / "acdc.dot"),
     *export_circuit(acdc, None, "csv", WORK / "acdc.csv"),
 ]
@@ -128,6 +128,8 @@ back = import_file(WORK / "eap-ig.json", graph, "smollm2-135m")
 assert [(e["edge"], e["score"]) for e in back.edges] == [(e["edge"], e["score"]) for e in eap_ig.edges]
 [str(p.relative_to(WORK)) for p in files]"""),
 ]
+for i, cell in enumerate(cells):
+    cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating gives the same file
 nb["cells"] = cells
 nb["metadata"] = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                   "language_info": {"name": "python"}}
