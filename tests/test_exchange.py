@@ -9,6 +9,7 @@ import pytest
 
 from subcircuit import cli
 from subcircuit.circuit import Circuit, edge_records, load_circuit
+from subcircuit.errors import UserError
 from subcircuit.exchange import eap_ig, mib, tables
 from subcircuit.exchange.convert import export_circuit, import_file
 from subcircuit.graph import build_graph
@@ -169,3 +170,10 @@ def test_cli_export_and_import_on_the_toy_model(tmp_path, capsys) -> None:
     same_edges(ours, load_circuit(tmp_path / "back", graph))
     assert (tmp_path / "back" / "report.html").exists()
     assert cli.run_cli(["export", str(tmp_path / "run"), "--format", "png"]) == 2
+
+
+def test_a_file_for_another_model_shape_is_refused(tmp_path) -> None:
+    src = tmp_path / "gpt2.json"
+    src.write_text(eap_ig_reference_file(12, 12))
+    with pytest.raises(UserError, match="n_layers=12 does not match model 'm'"):
+        import_file(src, build_graph(SHAPES["gpt2-tiny"], "heads-qkv"), "m")

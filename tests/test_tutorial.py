@@ -24,7 +24,9 @@ def kernel_spec(tmp_path, monkeypatch) -> str:
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "subcircuit tutorial", "language": "python",
-        "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}))
+        # the notebook's sizes, smaller still for CI (the defaults in the notebook are 8 and 12)
+        "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SUBCIRCUIT_TUTORIAL_N": "4",
+                "SUBCIRCUIT_TUTORIAL_K": "8"}}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     src = str(ROOT / "src")  # the kernel imports this tree, as the test process does
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]))
