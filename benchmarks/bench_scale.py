@@ -79,7 +79,8 @@ def eap_ig(args) -> dict:
 
     from subcircuit.graph import build_graph
     from subcircuit.methods import Context, make_problem
-    from subcircuit.methods.attribution import EAPIGOptions, eap_ig as run_eap_ig
+    from subcircuit.methods.attribution import EAPIGOptions
+    from subcircuit.methods.attribution import eap_ig as run_eap_ig
     from subcircuit.models import resolve_dtype
     from subcircuit.tasks import get_metric
     from subcircuit.tasks.induction import build_induction
@@ -139,8 +140,8 @@ def checkpoint(shape: str, folder: Path) -> Path:
 
 
 def load(args) -> dict:
-    from subcircuit.models.loading import load_folder
     from subcircuit.models import resolve_dtype
+    from subcircuit.models.loading import load_folder
 
     folder = Path(args.folder)
     before = rss()

@@ -15,8 +15,8 @@ from subcircuit.models.config import ModelConfig
 from subcircuit.models.dtypes import DTYPES, dtype_name, resolve_dtype
 from subcircuit.models.families import FAMILIES, family_for, from_hf
 from subcircuit.models.loading import LoadedModel, save
-from subcircuit.models.registry import MODELS, ModelEntry, load, register
 from subcircuit.models.placement import auto_place, place, placement, plan
+from subcircuit.models.registry import MODELS, ModelEntry, load, register
 from subcircuit.models.transformer import Run, Transformer
 
 __all__ = [
