@@ -223,3 +223,17 @@ def test_refusal_names_the_estimate_and_what_would_fit(monkeypatch, tmp_path):
         memory.check_memory(str(tmp_path / "m"), "induction", 4, "eap-ig")
     msg = str(e.value)
     assert "\n" not in msg and "needs about" in msg and "--dtype bfloat16" in msg and "--force" in msg
+
+
+def test_gpu_benchmark_imports_without_running_and_smokes_on_cpu(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # nothing runs on import
+    assert capsys.readouterr().out == ""
+    assert mod.main(["--smoke", "--out", str(tmp_path / "r.json")]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["device"] == "cpu" and r["shapes"][0]["edges"] > 0 and r["shapes"][0]["acdc_configs_per_s_by_k"]
