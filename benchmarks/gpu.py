@@ -96,7 +96,6 @@ def measure_shape(shape: str, device, dtype, n: int, tokens: int, ks: list[int],
         rates[k] = round(k / s, 2)
     out["acdc_configs_per_s_by_k"] = rates
     out["peak_gb"] = round(_peak(device) / 1e9, 3)
-    del problem, loaded
     return out
 
 
