@@ -227,7 +227,9 @@ def batch_budget(free: int | None, est: MemoryEstimate, headroom: float = 0.9) -
     `headroom` of the free memory, less what the run needs besides (None when free is unknown)."""
     if free is None:
         return None
-    return max(0, int(free * headroom) - est.total)
+    left = int(free * headroom) - est.total
+    # rounded down to a power of two: small changes in free memory do not change the batches
+    return 0 if left <= 0 else 1 << (left.bit_length() - 1)
 
 
 def free_bytes(device: str = "cpu") -> int | None:
