@@ -153,6 +153,10 @@ def test_placed_and_streamed_model_gives_the_same_logits_and_scores(name):
     mask = p_ref.graph.full_mask()
     mask[:, 1::2] = 0
     assert torch.equal(p_ref.patcher.logits(mask[None]), p_placed.patcher.logits(mask[None]))
+    from subcircuit.methods.acdc.fast import acdc_fast  # ACDC's fast path: the same decisions
+
+    a, b = acdc_fast(p_ref, 0.01), acdc_fast(p_placed, 0.01)
+    assert torch.equal(a.mask, b.mask)
 
 
 def test_moved_crosses_devices_and_keeps_structure():
@@ -174,6 +178,7 @@ def test_load_ours_at_bf16_without_a_float32_copy(tmp_path):
         assert torch.equal(a.to(torch.bfloat16), b), k
 
 
+@pytest.mark.slow
 def test_transformers_folder_streams_safetensors_at_dtype(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
