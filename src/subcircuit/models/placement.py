@@ -73,16 +73,15 @@ def place(model: Transformer, device_map: DeviceMap, compute: str | torch.device
             if name == "":
                 model.to(dev)
                 continue
-            param = model.get_parameter(name)
-            param.data = param.data.to(dev)
+            param = model.get_parameter(name)  # embeddings, final norm, unembedding: never offloaded
+            on_gpu = dev.type == "cpu" and compute_dev is not None and compute_dev.type != "cpu"
+            param.data = param.data.to(compute_dev if on_gpu else dev)
             continue
         part.to(dev)
         streams = dev.type == "cpu" and compute_dev is not None and compute_dev.type != "cpu"
         for blk in part.modules() if name else model.modules():
             if hasattr(blk, "stream_to"):
                 blk.stream_to = compute_dev if streams else None
-    if model.W_E.device.type == "cpu" and compute_dev is not None and compute_dev.type != "cpu":
-        model.W_E.data = model.W_E.data.to(compute_dev)  # the run's tensors live on the compute device
     log.info("placed %s over %s", model.cfg.family, sorted({str(v) for v in device_map.values()}))
     return model
 
