@@ -40,13 +40,14 @@ def evaluate(
                                                         "(re-runs the task; score-based methods).")] = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = None,
+    offload: OffloadOpt = None,
 ) -> None:
     """Faithfulness of a run and, against a reference circuit, edge/node TPR and FPR."""
     from subcircuit.evaluation.compare import evaluate_run
     from subcircuit.evaluation.tables import fmt
 
     with status(f"evaluating {run_dir} ..."):
-        ev = evaluate_run(run_dir, against, curve, device, dtype)
+        ev = evaluate_run(run_dir, against, curve, device, dtype, offload)
     c, r = ev.circuit, ev.circuit.results
     o = out()
     o.print(f"[bold]{c.method}[/] on {c.model} / {c.task} ({c.granularity}, {c.ablation} ablation, metric "
