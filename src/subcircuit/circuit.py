@@ -40,6 +40,7 @@ class Circuit:
     timings_s: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # every option of the run (reproducibility)
+    dtype: str | None = None  # the compute dtype ("float32", "bfloat16", "float16"); optional in the file
 
     @property
     def in_circuit(self) -> list[str]:
@@ -120,7 +121,10 @@ class Circuit:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        d = {"format": FORMAT, **asdict(self)}
+        if d["dtype"] is None:
+            del d["dtype"]
+        return d
 
     def save(self, path: str | Path) -> Path:
         """Write circuit.json atomically (a folder path gets `circuit.json` inside it)."""
@@ -201,7 +205,7 @@ def load_circuit(path: str | Path, graph=None) -> Circuit:
                 raise UserError(f"{path}: edges[{i}]: {err}") from None
     fields = {k: d[k] for k in REQUIRED if k != "format"}
     return Circuit(**fields, timings_s=d.get("timings_s", {}), versions=d.get("versions", {}),
-                   options=d.get("options", {}))
+                   options=d.get("options", {}), dtype=d.get("dtype") if isinstance(d.get("dtype"), str) else None)
 
 
 def circuit_mask(circuit: Circuit, graph) -> Tensor:

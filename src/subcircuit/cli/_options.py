@@ -21,6 +21,10 @@ TaskOpt = Annotated[
     str, typer.Option("--task", "-t", help="Built-in task name (see `subcircuit tasks`) or a task file (JSONL).")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16 (default: float32 on "
+                                                             "CPU, bfloat16 on CUDA).")]
+OffloadOpt = Annotated[str | None, typer.Option("--offload", help="cpu: layers that do not fit on the GPUs stay in "
+                                                                 "host memory.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (datasets, sampling).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 AblationOpt = Annotated[str, typer.Option("--ablation", help="corrupted, mean or zero.")]

@@ -22,9 +22,11 @@ from subcircuit.cli._method_flags import given_values, refuse_unused, registry_f
 from subcircuit.cli._options import (
     AblationOpt,
     DeviceOpt,
+    DtypeOpt,
     ForceOpt,
     GranularityOpt,
     NExamplesOpt,
+    OffloadOpt,
     SeedOpt,
 )
 from subcircuit.cli._output import out
@@ -69,6 +71,8 @@ def discover(
     n_examples: NExamplesOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    offload: OffloadOpt = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Resume the interrupted run in this folder.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     force: ForceOpt = False,
@@ -92,7 +96,8 @@ def discover(
         get_method(method)  # an unknown method first, then the flags it does not take
         refuse_unused(given, flags, method, registry_order(method))
         opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
-                                     n_examples=n_examples, seed=seed, device=device, force=force, **given)
+                                     n_examples=n_examples, seed=seed, device=device, force=force, dtype=dtype,
+                                     offload=offload, **given)
         if holds_run(out_dir):
             if not overwrite:
                 raise UserError(f"output folder {str(out_dir)!r} already holds a run; use --overwrite or --resume")

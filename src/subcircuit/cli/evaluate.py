@@ -17,10 +17,12 @@ from subcircuit.cli._options import (
     AblationOpt,
     AgainstOpt,
     DeviceOpt,
+    DtypeOpt,
     ForceOpt,
     GranularityOpt,
     ModelOpt,
     NExamplesOpt,
+    OffloadOpt,
     OutOpt,
     RunDirArg,
     SeedOpt,
@@ -37,13 +39,15 @@ def evaluate(
     curve: Annotated[bool, typer.Option("--curve", help="Also measure the faithfulness curve, CPR and CMD "
                                                         "(re-runs the task; score-based methods).")] = False,
     device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    offload: OffloadOpt = None,
 ) -> None:
     """Faithfulness of a run and, against a reference circuit, edge/node TPR and FPR."""
     from subcircuit.evaluation.compare import evaluate_run
     from subcircuit.evaluation.tables import fmt
 
     with status(f"evaluating {run_dir} ..."):
-        ev = evaluate_run(run_dir, against, curve, device)
+        ev = evaluate_run(run_dir, against, curve, device, dtype, offload)
     c, r = ev.circuit, ev.circuit.results
     o = out()
     o.print(f"[bold]{c.method}[/] on {c.model} / {c.task} ({c.granularity}, {c.ablation} ablation, metric "
@@ -71,13 +75,14 @@ def compare(
     curves: Annotated[bool, typer.Option("--curves/--no-curves", help="Measure faithfulness curves, CPR, CMD "
                                                                       "(re-runs the task).")] = True,
     device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Compare runs: a markdown table (faithfulness, CPR/CMD, TPR/FPR, AUC) and PNG plots."""
     from subcircuit.evaluation.compare import compare_runs
 
     plot_dir = plots if plots is not None else (run_dirs[0].parent if run_dirs else Path("."))
     with status("evaluating runs ..."):
-        _, table, written = compare_runs(list(run_dirs), against, curves, plot_dir, device)
+        _, table, written = compare_runs(list(run_dirs), against, curves, plot_dir, device, dtype)
     o = out()
     o.print(table, markup=False, highlight=False)
     for p in written:
@@ -107,6 +112,8 @@ def sweep(
     n_examples: NExamplesOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    offload: OffloadOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the finished runs in --out, finish the others.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a sweep already in --out.")] = False,
     force: ForceOpt = False,
@@ -121,7 +128,8 @@ def sweep(
     get_method(method)
     refuse_unused(given, flags, method, registry_order(method, selection=False))
     opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
-                                 n_examples=n_examples, seed=seed, device=device, **given)
+                                 n_examples=n_examples, seed=seed, device=device, dtype=dtype,
+                                 offload=offload, **given)
     with edge_progress("sweep", "sweep") as report:
         res = run_sweep(model, task, opts, number_list(thresholds, float, "--thresholds"),
                         number_list(sizes, int, "--sizes"), out_dir, report, resume=resume, overwrite=overwrite,

@@ -145,7 +145,7 @@ def resolve_against(c: Circuit, against: str | None, g: Graph) -> tuple[str, tor
 
 
 def evaluate_run(folder: str | Path, against: str | None = None, curve: bool = False,
-                 device: str = "cpu") -> RunEvaluation:
+                 device: str = "cpu", dtype: str | None = None, offload: str | None = None) -> RunEvaluation:
     """Evaluate one run folder (see the module docstring)."""
     folder = Path(folder)
     if not (folder / "circuit.json").exists():
@@ -168,25 +168,27 @@ def evaluate_run(folder: str | Path, against: str | None = None, curve: bool = F
             ev.roc_points["edge"] = pts
         ev.roc_points["point"] = [(ev.edge["fpr"], ev.edge["tpr"])]
     if curve and _scores_every_edge(c):
-        ev.curve = run_curve(folder, c, scores, device)
+        ev.curve = run_curve(folder, c, scores, device, dtype, offload)
     return ev
 
 
-def problem_for(c: Circuit, device: str = "cpu"):
-    """Rebuild the run's problem (model, task with its n_examples and seed, metric, ablation)."""
+def problem_for(c: Circuit, device: str = "cpu", dtype: str | None = None, offload: str | None = None):
+    """Rebuild the run's problem (model, task with its n_examples and seed, metric, ablation), at
+    `dtype` (None: the run's own, from circuit.json, else the device's default)."""
     from subcircuit.graph import build_graph
     from subcircuit.methods import make_problem
     from subcircuit.models import load
     from subcircuit.tasks import get_metric, get_task
 
-    loaded = load(c.model, device)
+    loaded = load(c.model, device, dtype or c.dtype, offload)
     task = get_task(c.task, loaded, c.params.get("n_examples"), int(c.params.get("seed", 0)))
     g = build_graph(loaded.cfg, c.granularity)
     torch.manual_seed(int(c.params.get("seed", 0)))
     return make_problem(loaded.model, g, task, get_metric(c.metric), c.ablation)
 
 
-def run_curve(folder: Path, c: Circuit, scores: torch.Tensor, device: str = "cpu") -> dict[str, Any]:
+def run_curve(folder: Path, c: Circuit, scores: torch.Tensor, device: str = "cpu",
+              dtype: str | None = None, offload: str | None = None) -> dict[str, Any]:
     """CPR/CMD of a run's scores, cached in folder/evaluation.json."""
     from subcircuit.evaluation.curves import FRACTIONS, cpr_cmd
 
@@ -198,7 +200,7 @@ def run_curve(folder: Path, c: Circuit, scores: torch.Tensor, device: str = "cpu
                 return d
         except (json.JSONDecodeError, OSError):
             log.warning("ignoring unreadable %s", cache)
-    problem = problem_for(c, device)
+    problem = problem_for(c, device, dtype, offload)
     res = cpr_cmd(problem, scores)
     d = {"fractions": list(FRACTIONS), **res.to_dict()}
     atomic_write_text(cache, json.dumps(d, indent=1, default=lambda x: None))
@@ -209,9 +211,10 @@ def run_curve(folder: Path, c: Circuit, scores: torch.Tensor, device: str = "cpu
 
 
 def compare_runs(paths: list[str | Path], against: str | None = None, curves: bool = True,
-                 plots: str | Path | None = None, device: str = "cpu") -> tuple[list[RunEvaluation], str, list[Path]]:
+                 plots: str | Path | None = None, device: str = "cpu",
+                 dtype: str | None = None) -> tuple[list[RunEvaluation], str, list[Path]]:
     """Evaluate several runs; return (evaluations, markdown table, written PNG paths)."""
-    evs = [evaluate_run(f, against, curves, device) for f in run_folders(paths)]
+    evs = [evaluate_run(f, against, curves, device, dtype) for f in run_folders(paths)]
     table = markdown_table(evs, against)
     written = [] if plots is None else write_plots(evs, Path(plots), against)
     return evs, table, written

@@ -107,7 +107,7 @@ def eap(problem: Problem, options: EAPOptions, ctx: Context) -> MethodResult:
 
 
 def eap_ig_scores(problem: Problem, steps: int = 5, ig: IGKind = "inputs", chunk: int | None = None,
-                  progress: ProgressFn = no_progress) -> Tensor:
+                  progress: ProgressFn = no_progress, budget: int | None = None) -> Tensor:
     """[receiver sender] EAP-IG scores (signed estimate of the loss increase on removal)."""
     if steps < 1:
         raise UserError(f"--ig-steps {steps} is invalid; expected at least 1")
@@ -116,10 +116,10 @@ def eap_ig_scores(problem: Problem, steps: int = 5, ig: IGKind = "inputs", chunk
     total = torch.zeros(graph.shape, device=problem.model.device)
     if ig == "activations":
         full = graph.full_mask().to(problem.model.device)
-        if chunk is None:  # a memory budget: ~2 GB of per-configuration sender deltas
+        if chunk is None:  # per-configuration sender deltas within the run's budget (default ~2 GiB)
             b, p = problem.task.clean.shape
-            per = len(graph.senders) * b * p * graph.cfg.d_model * 4 * 3
-            chunk = max(1, min(steps, int(2 * 2**30 // per)))
+            per = len(graph.senders) * b * p * graph.cfg.d_model * problem.model.W_E.element_size() * 3
+            chunk = max(1, min(steps, int((2 * 2**30 if budget is None else budget) // per)))
         for i in range(0, steps, chunk):
             a = torch.tensor(alphas[i : i + chunk], device=full.device)
             total += mask_gradient(problem, a[:, None, None] * full).sum(0)
@@ -141,6 +141,6 @@ def eap_ig_scores(problem: Problem, steps: int = 5, ig: IGKind = "inputs", chunk
                  EAPIGOptions, uses_gradients=True)
 def eap_ig(problem: Problem, options: EAPIGOptions, ctx: Context) -> MethodResult:
     """Registered entry point: EAP-IG with `ig_steps` interpolation points (see the module docstring)."""
-    scores = eap_ig_scores(problem, options.ig_steps, options.ig, progress=ctx.progress)
+    scores = eap_ig_scores(problem, options.ig_steps, options.ig, progress=ctx.progress, budget=ctx.memory_budget)
     return MethodResult(problem.graph.to_flat(scores), None, {"ig_steps": options.ig_steps, "ig": options.ig,
                                                               "signed": True})

@@ -120,6 +120,7 @@ class Context:
     header: Mapping[str, Any] = field(default_factory=dict)  # identifies the run; another checkpoint is refused
     resume: bool = False  # continue from the checkpoint in `folder` if present
     cache: dict[Any, Any] = field(default_factory=dict)  # shared by the runs of one session: reusable work
+    memory_budget: int | None = None  # bytes for batched work, from the run's memory model (None: the method's default)
 
 
 # ------------------------------------------------------------------------------ options

@@ -31,7 +31,7 @@ from typing import Literal, overload
 import torch
 from torch import Tensor
 
-from subcircuit.models.block import Block
+from subcircuit.models.block import Block, moved, weights_at
 from subcircuit.models.config import ModelConfig
 from subcircuit.models.norms import _at_least_fp32, _SharedInputNorm, normalize
 
@@ -238,12 +238,15 @@ def attention(
     [c s b 1 d] (the inputs there) and the output [c h b 1 d].
     `with_pattern`: also return the attention probabilities [c h b q k] the outputs were
     computed with (what the head-role measurements read)."""
+    home = q_in.device  # a placed model: computed where the layer's weights are, returned here
+    block = weights_at(block)
+    q_in, k_in, v_in, rot, heads, q_positions = moved((q_in, k_in, v_in, rot, heads, q_positions), block.W_Q.device)
     pattern = attention_pattern(block, cfg, q_in, k_in, rot, heads, q_positions)
     v = _keys_or_values(block.W_V, block.b_V, block, cfg, v_in, heads)
     z = pattern @ v  # [c h b p e]
     W_O = block.W_O if heads is None else block.W_O[heads]
-    out = torch.einsum("chbpe,hed->chbpd", z, W_O)
-    return (out, pattern) if with_pattern else out
+    out = moved(torch.einsum("chbpe,hed->chbpd", z, W_O), home)
+    return (out, moved(pattern, home)) if with_pattern else out
 
 
 def post_attention(block: Block, cfg: ModelConfig, heads: Tensor) -> Tensor:
@@ -255,4 +258,4 @@ def post_attention(block: Block, cfg: ModelConfig, heads: Tensor) -> Tensor:
     dtype = heads.dtype
     f = heads.to(_at_least_fp32(dtype))
     scale = torch.rsqrt(f.sum(1, keepdim=True).pow(2).mean(-1, keepdim=True) + cfg.norm_eps)  # [c 1 b p 1]
-    return (f * scale * block.attn_post_w.to(f.dtype)).to(dtype)
+    return (f * scale * block.attn_post_w.to(f.device, f.dtype)).to(dtype)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from subcircuit.errors import UserError, unknown
+from subcircuit.models.dtypes import resolve_dtype
 from subcircuit.models.gguf import load_smollm2, smollm2_cache, smollm2_gguf
 from subcircuit.models.loading import (
     OUR_WEIGHTS,
@@ -32,6 +33,7 @@ from subcircuit.models.loading import (
     load_hub,
     load_ours,
 )
+from subcircuit.models.placement import auto_place
 
 
 @dataclass(frozen=True)
@@ -107,20 +109,33 @@ register(
 )
 
 
-def load(spec: str | Path | Any, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model by short name, local folder, Hub id or transformers object; move it to `device`."""
+def load(spec: str | Path | Any, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
+         offload: str | None = None, reserve: int = 0) -> LoadedModel:
+    """Load a model by short name, local folder, Hub id or transformers object, at `dtype` (None:
+    float32 on CPU, bfloat16 on CUDA; see `models.dtypes`), and put it on `device`: on CUDA the
+    whole model on one GPU when it fits there (leaving `reserve` bytes for the run), else whole
+    layers over every visible GPU and, with `offload="cpu"`, the rest in host memory
+    (`models.placement`). Folders and Hub checkpoints are read at `dtype` (no float32 copy); the
+    short-name models (135M parameters at most) are read in float32 and cast."""
     device = check_device(device)
+    dt = resolve_dtype(dtype, device)
+    if offload not in (None, "cpu"):
+        raise UserError(f"--offload {offload!r} is not supported; valid: cpu")
     if not isinstance(spec, str | Path):
-        loaded = from_transformers(spec)
+        loaded = from_transformers(spec, dtype=dt)
     elif str(spec) in MODELS:
         loaded = MODELS[str(spec)].loader()
+        loaded.model.to(dt)
     elif Path(spec).exists():
         if not Path(spec).is_dir():
             raise UserError(f"model path {str(spec)!r} is a file; expected a model folder or a short name")
-        loaded = load_folder(spec)
+        loaded = load_folder(spec, dtype=dt)
     elif "/" in str(spec) and not str(spec).startswith((".", "/", "~")):
-        loaded = load_hub(str(spec))
+        loaded = load_hub(str(spec), dtype=dt)
     else:
         raise unknown("model", str(spec), MODELS)
-    loaded.model.to(device)
+    if device.type == "cuda":
+        auto_place(loaded.model, device, offload, reserve)
+    else:
+        loaded.model.to(device)
     return loaded

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from subcircuit.models.attention import attention, post_attention, rotary_tables
-from subcircuit.models.block import Block, ones, zeros
+from subcircuit.models.block import Block, moved, ones, weights_at, zeros
 from subcircuit.models.config import ModelConfig
 from subcircuit.models.norms import normalize
 
@@ -67,19 +67,27 @@ class Transformer(nn.Module):
     (`subcircuit.models.from_hf`) or `subcircuit.models.load`; an untrained one with
     `Transformer(cfg)` (all weights zero)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype | None = None,
+                 device: str | torch.device | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.W_E = zeros(cfg.vocab_size, cfg.d_model)
+        f = {"dtype": dtype, "device": device}  # built at the target dtype (meta: no memory at all)
+        self.W_E = zeros(cfg.vocab_size, cfg.d_model, **f)
         if cfg.positional == "learned":
-            self.W_pos = zeros(cfg.n_ctx, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
-        self.lnf_w, self.lnf_b = ones(cfg.d_model), zeros(cfg.d_model)
-        self.W_U, self.b_U = zeros(cfg.d_model, cfg.vocab_size), zeros(cfg.vocab_size)
+            self.W_pos = zeros(cfg.n_ctx, cfg.d_model, **f)
+        self.blocks = nn.ModuleList(Block(cfg, i, **f) for i in range(cfg.n_layers))
+        self.lnf_w, self.lnf_b = ones(cfg.d_model, **f), zeros(cfg.d_model, **f)
+        self.W_U, self.b_U = zeros(cfg.d_model, cfg.vocab_size, **f), zeros(cfg.vocab_size, **f)
 
     @property
     def device(self) -> torch.device:
+        """Where the run's tensors live: the embeddings' device (a placed model's first device, or
+        the device its offloaded layers are streamed to)."""
         return self.W_E.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_E.dtype
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens [b p] -> logits [b p v]. The plain, unpatched forward pass."""
@@ -103,11 +111,14 @@ class Transformer(nn.Module):
         probs: list[Tensor] = []
         streams: list[Tensor] = []
         for block in list(self.blocks)[:n]:
+            resid = moved(resid, block_device(block))  # a placed model: the stream follows the layers
+            rot = moved(rot, resid.device)
             x = resid[None, None]  # [c=1 s=1 b p d]
             z, pattern = attention(block, cfg, x, x, x, rot, with_pattern=True)
             heads = post_attention(block, cfg, z)[0]  # [h b p d]
-            mid = resid + (heads.sum(0) + block.b_O)
+            mid = resid + (heads.sum(0) + block.b_O.to(resid.device))
             m = mlp(block, cfg, resid if cfg.parallel_attn_mlp else mid) if cfg.has_mlp else None
+            m = None if m is None else moved(m, resid.device)
             if keep:
                 kept.append((heads, m))
             if patterns:
@@ -117,7 +128,7 @@ class Transformer(nn.Module):
             resid = mid if m is None else mid + m
         if residuals:
             streams.append(resid)
-        logits = unembed(self, resid) if n == cfg.n_layers else None
+        logits = moved(unembed(self, resid), self.device) if n == cfg.n_layers else None
         return Run(logits, kept, probs, streams)
 
     def n_params(self) -> int:
@@ -125,13 +136,18 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def block_device(block: Block) -> torch.device:
+    """Where a block computes: its weights' device, or the device an offloaded block streams to."""
+    return block.stream_to if getattr(block, "stream_to", None) is not None else block.W_Q.device
+
+
 def embed(model: Transformer, tokens: Tensor) -> Tensor:
     """tokens [b p] -> the `input` sender's output [b p d] (token + learned position embeddings)."""
-    x = model.W_E[tokens]
+    x = model.W_E[moved(tokens, model.W_E.device)]
     if model.cfg.embed_scale != 1.0:
         x = x * torch.tensor(model.cfg.embed_scale, dtype=x.dtype)
     if model.cfg.positional == "learned":
-        x = x + model.W_pos[: tokens.shape[1]]
+        x = x + model.W_pos[: tokens.shape[1]].to(x.device)
     return x
 
 
@@ -145,7 +161,14 @@ _ACTS = {
 
 
 def mlp(block: Block, cfg: ModelConfig, x: Tensor) -> Tensor:
-    """MLP output [... d] (bias and post-norm included) from its residual input [... d]."""
+    """MLP output [... d] (bias and post-norm included) from its residual input [... d] (computed
+    where the block's weights are, returned on x's device)."""
+    home = x.device
+    block = weights_at(block)
+    return moved(_mlp(block, cfg, moved(x, block.W_out.device)), home)
+
+
+def _mlp(block: Block, cfg: ModelConfig, x: Tensor) -> Tensor:
     h = normalize(x, block.ln2_w, block.ln2_b, cfg) if cfg.pre_norms else x
     act = _ACTS[cfg.act]
     if cfg.mlp == "gated":
@@ -161,9 +184,11 @@ def mlp(block: Block, cfg: ModelConfig, x: Tensor) -> Tensor:
 def unembed(model: Transformer, x: Tensor) -> Tensor:
     """Final residual [... d] -> logits [... v] (final norm, unembedding, optional soft-cap)."""
     cfg = model.cfg
+    home = x.device
+    x = moved(x, model.W_U.device)
     if cfg.final_norm:
         x = normalize(x, model.lnf_w, model.lnf_b, cfg)
     logits = x @ model.W_U + model.b_U
     if cfg.final_softcap is not None:
         logits = torch.tanh(logits / cfg.final_softcap) * cfg.final_softcap
-    return logits
+    return moved(logits, home)

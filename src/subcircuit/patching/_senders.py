@@ -29,7 +29,9 @@ class Senders:
         self.sbuf = prefix.new_empty(later, *shape) if later else None  # [later N d]
         self.cbuf = prefix.new_empty(c, later, *shape) if later and c > 1 else None  # [c later N d]
         self.n_pos: int | None = None
-        self.sums: dict[int, Tensor] = {self.s0: prefix.sum(0, keepdim=True) if total is None else total}
+        self.acc = torch.promote_types(prefix.dtype, torch.float32)  # sums of deltas: at least fp32 (bf16/fp16 runs)
+        self.sums: dict[int, Tensor] = {self.s0: prefix.sum(0, keepdim=True, dtype=self.acc) if total is None
+                                        else total.to(self.acc)}
         self.ver = torch.zeros(n_senders, dtype=torch.long)  # see `Memo`
         self.memo = memo if memo is not None else Memo()
 
@@ -61,13 +63,13 @@ class Senders:
             self.kind[self.n + idx] = SHARED
             self.ver[self.n + idx] = versions if versions is not None else self._fresh(len(idx))
             self.sbuf[lo + idx.to(self.sbuf.device), :n_rows] = t
-            total = total + t.sum(0, keepdim=True)
+            total = total + t.sum(0, keepdim=True, dtype=self.acc)
         if config is not None:
             idx, t = config
             self.kind[self.n + idx] = CONFIG
             self.ver[self.n + idx] = -2
             self.cbuf[:, lo + idx.to(self.cbuf.device), :n_rows] = t
-            total = total + t.sum(1)
+            total = total + t.sum(1, dtype=self.acc)
         self.sums = {self.n: self.sums[self.n], self.n + n_out: total}
         self.n += n_out
 
@@ -99,7 +101,7 @@ class Senders:
         def sel(t: Tensor) -> Tensor:  # [.. N d] -> [.. N' d]
             return t if pick is None else t.index_select(-2, pick)
 
-        x = sel(base)[None]  # [1 N' d]
+        x = sel(base)[None].to(self.acc)  # [1 N' d], mixed in at least fp32
         complement = hi in self.sums and int(not_one.sum()) < int(used.sum())
         if complement:
             total = self.sums[hi][:c1]
@@ -140,7 +142,7 @@ class Senders:
                         parts.append(torch.bmm(wk, g.reshape(c1, -1, nd)))
         for i, p in enumerate(parts):
             x = x + p if i == 0 else x.add_(p)  # the first sum is a new tensor: add the rest in place
-        return x.view(c1, r, -1, base.shape[-1])
+        return x.view(c1, r, -1, base.shape[-1]).to(base.dtype)
 
     def all(self) -> Tensor:
         """[c sender N d] every delta so far (for caching a prefix)."""

@@ -55,7 +55,7 @@ def _bias_before(model: Transformer, graph: Graph) -> Tensor:
     of layers whose attention runs at an earlier stage)."""
     zero = torch.zeros(graph.cfg.d_model, dtype=model.W_E.dtype, device=model.W_E.device)
     return torch.stack(
-        [sum((blk.b_O for L, blk in enumerate(model.blocks) if 2 * L < st.stage), zero) for st in graph.stages]
+        [sum((blk.b_O.to(zero.device) for L, blk in enumerate(model.blocks) if 2 * L < st.stage), zero) for st in graph.stages]
     )
 
 

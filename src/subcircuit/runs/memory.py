@@ -38,7 +38,8 @@ from subcircuit.errors import UserError
 
 log = logging.getLogger(__name__)
 
-BYTES_PER_PARAM = 4  # our forward pass runs in fp32
+BYTES_PER_PARAM = 4  # parameters as stored: float32 (shipped models, the SmolLM2 cache)
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 DEFAULT_SEQ = 32  # tokens assumed for built-in tasks (IOI, Greater-Than, ...: 10-20 tokens in BPE tokenizers)
 TASK_SEQ = {"docstring": 64}  # built-in tasks with longer prompts
 
@@ -192,25 +193,43 @@ def task_size(task: Any, n_examples: int | None) -> tuple[int, int]:
 
 
 def estimate(shape: Shape, param_bytes: int, batch: int, seq: int, method: str = "acdc",
-             granularity: str = "heads-qkv", options: Any = None) -> MemoryEstimate:
+             granularity: str = "heads-qkv", options: Any = None, dtype: str = "float32",
+             batched: int | None = None) -> MemoryEstimate:
     """Bytes a run needs (see the module docstring for what is counted); `options`: the method's
-    options (None: its defaults)."""
+    options (None: its defaults); `dtype`: the compute dtype (`param_bytes` as stored on disk
+    is rescaled to it); `batched`: bytes granted to batched trials (None: what the options ask)."""
     from subcircuit.methods import get_method
 
     spec = get_method(method)
     options = options if options is not None else spec.options()
+    w = DTYPE_BYTES[dtype]
     L, d, H = shape.n_layers, shape.d_model, shape.n_heads
     n_senders = 1 + (2 * L if granularity == "layers" else L * (H + 1))
-    unit = batch * seq * d * 4  # one sender's output for the batch, fp32
+    unit = batch * seq * d * w  # one sender's output for the batch, in the compute dtype
     acts = 3 * n_senders * unit  # clean outputs, ablated outputs, the patched pass
-    acts += 2 * batch * seq * shape.vocab_size * 4  # full logits of the clean and corrupted runs
-    acts += 2 * batch * H * seq * seq * 4 + 2 * batch * seq * max(shape.d_mlp, d) * 4  # one layer's transients
+    acts += 2 * batch * seq * shape.vocab_size * (w + 4)  # full logits of the clean and corrupted runs (+ fp32 metric)
+    acts += 2 * batch * H * seq * seq * 4 + 2 * batch * seq * max(shape.d_mlp, d) * w  # one layer's transients
     if spec.uses_gradients:
         acts += 2 * n_senders * unit + L * batch * H * seq * seq * 4 * 2  # kept for backward
     budget = getattr(options, "memory_gb", None)
-    if budget is not None:  # batched trials, at most `max_batch` configurations within the budget
+    if budget is None and hasattr(options, "memory_gb"):  # ACDC: its default budget when nothing is known
+        budget = 2.0
+    if batched is not None:
+        acts += batched
+    elif budget is not None:  # batched trials, at most `max_batch` configurations within the budget
         acts += min(int(budget * 2**30), int(getattr(options, "max_batch", 64)) * (n_senders + 8) * unit)
-    return MemoryEstimate(int(param_bytes), int(acts), batch, seq)
+    params = int(param_bytes * w / BYTES_PER_PARAM) if dtype != "float32" else int(param_bytes)
+    return MemoryEstimate(params, int(acts), batch, seq)
+
+
+def batch_budget(free: int | None, est: MemoryEstimate, headroom: float = 0.9) -> int | None:
+    """Bytes a run may give to batched work (ACDC's speculative configurations, EAP-IG's chunks):
+    `headroom` of the free memory, less what the run needs besides (None when free is unknown)."""
+    if free is None:
+        return None
+    left = int(free * headroom) - est.total
+    # rounded down to a power of two: small changes in free memory do not change the batches
+    return 0 if left <= 0 else 1 << (left.bit_length() - 1)
 
 
 def free_bytes(device: str = "cpu") -> int | None:
@@ -237,9 +256,32 @@ def free_bytes(device: str = "cpu") -> int | None:
     return None
 
 
+def gpu_free() -> list[int]:
+    """Free bytes of every visible GPU (`torch.cuda.mem_get_info`); [] without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [int(torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count())]
+
+
+def what_fits(est: MemoryEstimate, free: int, dtype: str, cuda: bool, offload: str | None) -> str:
+    """What would make a run fit, as the refusal's advice: fewer examples, a 2-byte dtype, offload."""
+    tips = []
+    if est.activations > 0 and est.params < free:
+        n = max(1, int(est.batch * (free - est.params) / est.activations))
+        if n < est.batch:
+            tips.append(f"--n-examples {n}")
+    if dtype == "float32":
+        tips.append("--dtype bfloat16 (about half)")
+    if cuda and offload is None:
+        tips.append("--offload cpu")
+    return "try " + " or ".join(tips) if tips else "use a smaller model"
+
+
 def check_memory(model: Any, task: Any, n_examples: int | None = None, method: str = "acdc",
                  granularity: str = "heads-qkv", device: str = "cpu", force: bool = False,
-                 options: Any = None) -> MemoryEstimate | None:
+                 options: Any = None, dtype: str | None = None, offload: str | None = None) -> MemoryEstimate | None:
     """Estimate the run's memory before loading `model` (`options`: the method's options, None: its
     defaults); a UserError if it exceeds the free memory (unless `force`). Returns the estimate
     (None when the model's size cannot be known)."""
@@ -249,15 +291,43 @@ def check_memory(model: Any, task: Any, n_examples: int | None = None, method: s
         return None
     shape, param_bytes = found
     batch, seq = task_size(task, n_examples)
-    est = estimate(shape, param_bytes, batch, seq, method, granularity, options)
+    cuda = str(device).startswith("cuda")
+    dtype = dtype or ("bfloat16" if cuda else "float32")
+    est = estimate(shape, param_bytes, batch, seq, method, granularity, options, dtype, batched=0)
     free = free_bytes(device)
+    if cuda and free is not None:  # every visible GPU holds layers, and host memory with --offload cpu
+        free = sum(gpu_free())
+        if offload == "cpu":
+            free += free_bytes("cpu") or 0
     log.info("memory estimate for %s: %s (parameters %s, activations %s); free on %s: %s", model, gb(est.total),
              gb(est.params), gb(est.activations), device, "unknown" if free is None else gb(free))
     if free is not None and est.total > free:
         msg = (f"model {str(model)!r} needs about {gb(est.total)} (parameters {gb(est.params)}, activations "
                f"{gb(est.activations)} for {batch} examples × {seq} tokens) but only {gb(free)} is free on {device}; "
-               f"lower --n-examples, or use --force to run anyway")
+               f"{what_fits(est, free, dtype, cuda, offload)}, or use --force to run anyway")
         if not force:
             raise UserError(msg)
         log.warning("%s (--force given: running anyway)", msg)
     return est
+
+
+def run_budget(model: Any, batch: int, seq: int, method: str, granularity: str, options: Any,
+               device: str) -> tuple[int | None, int]:
+    """(bytes for batched work, evaluation batch) of a run on an already loaded `model` (a
+    `Transformer`): the device's free memory now (the weights already resident), less the run's
+    activations, at `headroom` (see `batch_budget`); the evaluation batch is how many mask
+    configurations' sender deltas fit in it (1..64, 8 when the free memory is unknown)."""
+    import torch
+
+    cfg = model.cfg
+    shape = Shape(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.vocab_size, 0)
+    dtype = str(model.W_E.dtype).removeprefix("torch.")
+    est = estimate(shape, 0, batch, seq, method, granularity, options, dtype, batched=0)
+    dev = model.device
+    free = free_bytes(f"cuda:{dev.index or 0}" if dev.type == "cuda" else "cpu") if dev.type != "meta" else None
+    budget = batch_budget(free, est)
+    if budget is None:
+        return None, 8
+    n_senders = 1 + (2 * cfg.n_layers if granularity == "layers" else cfg.n_layers * (cfg.n_heads + 1))
+    per = (n_senders + 8) * batch * seq * cfg.d_model * torch.empty((), dtype=model.W_E.dtype).element_size()
+    return budget, int(min(64, max(1, budget // max(per, 1))))

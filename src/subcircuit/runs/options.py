@@ -5,7 +5,9 @@ A run is (model, task, `DiscoverOptions`):
 
 - run-level fields, the same for every method: the method's name, the metric, the ablation, the
   graph's granularity, the prompts (`n_examples`, `seed`), the device and `force` (run even when
-  the memory estimate exceeds the free memory);
+  the memory estimate exceeds the free memory), the compute `dtype` (None is resolved at once:
+  float32 on CPU, bfloat16 on CUDA, so circuit.json and checkpoint headers name it) and
+  `offload` ("cpu": layers that do not fit on the GPUs stay in host memory);
 - `method_options`: an instance of the method's own frozen options dataclass (its
   `MethodSpec.options`; `methods.base.option` fields), at its defaults when not given;
 - `select`: for a score method (`MethodSpec.selects_circuit` False), how the run chooses its
@@ -29,14 +31,20 @@ from typing import Any
 from subcircuit.errors import UserError, unknown
 from subcircuit.methods import MethodSpec, SelectOptions, get_method, option_fields, options_dict
 from subcircuit.methods.base import refuse_unknown
+from subcircuit.models import dtype_name, resolve_dtype
 from subcircuit.patching import ABLATIONS
 
 __all__ = ["RUN_FIELDS", "DiscoverOptions", "run_header"]
 
 # the run-level fields, in the order of `flat()`
-RUN_FIELDS = ("method", "metric", "ablation", "granularity", "n_examples", "seed", "device", "force")
+RUN_FIELDS = ("method", "metric", "ablation", "granularity", "n_examples", "seed", "device", "force", "dtype",
+              "offload")
 # run-level fields that do not change the result (left out of a run's header)
-NOT_IN_HEADER = ("device", "force")
+NOT_IN_HEADER = ("device", "force", "offload")
+
+
+def _device_kind(device: str) -> str:
+    return "cuda" if str(device).startswith("cuda") else "cpu"
 
 
 def _names(options_type: type) -> list[str]:
@@ -55,11 +63,16 @@ class DiscoverOptions:
     seed: int = 0
     device: str = "cpu"
     force: bool = False  # run even if the memory estimate exceeds the free memory (`--force`)
+    dtype: str | None = None  # compute dtype (`--dtype`); None: float32 on CPU, bfloat16 on CUDA (resolved here)
+    offload: str | None = None  # "cpu": layers that do not fit on the GPUs stay in host memory (`--offload cpu`)
     method_options: Any = None  # an instance of the method's options dataclass (None: its defaults)
     select: SelectOptions | None = None  # score methods only (None: the defaults)
 
     def __post_init__(self) -> None:
         spec = get_method(self.method)
+        object.__setattr__(self, "dtype", dtype_name(resolve_dtype(self.dtype, _device_kind(self.device))))
+        if self.offload not in (None, "cpu"):
+            raise UserError(f"--offload {self.offload!r} is not supported; valid: cpu")
         if self.ablation not in ABLATIONS:
             raise unknown("ablation", self.ablation, ABLATIONS)
         if self.n_examples is not None and (isinstance(self.n_examples, bool) or not isinstance(self.n_examples, int)

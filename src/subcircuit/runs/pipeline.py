@@ -55,7 +55,8 @@ from subcircuit.methods import (
     select_circuit,
 )
 from subcircuit.methods.selection import check_select
-from subcircuit.models import LoadedModel, load
+from subcircuit.models import LoadedModel, dtype_name, load
+from subcircuit.runs.memory import run_budget
 from subcircuit.runs.options import RUN_FIELDS, DiscoverOptions, run_header
 from subcircuit.tasks import get_metric, get_task
 from subcircuit.tasks.base import Task
@@ -111,9 +112,15 @@ def open_session(model: str | Path | LoadedModel, task: str | Path, options: Dis
         from subcircuit.runs.memory import check_memory
 
         check_device(options.device)
-        check_memory(model, task, options.n_examples, options.method, options.granularity, options.device,
-                     options.force, options.method_options)
-    loaded = model if isinstance(model, LoadedModel) else load(model, options.device)
+        est = check_memory(model, task, options.n_examples, options.method, options.granularity, options.device,
+                           options.force, options.method_options, options.dtype, options.offload)
+        reserve = est.activations if est is not None else 0
+    loaded = model if isinstance(model, LoadedModel) else load(model, options.device, options.dtype, options.offload,
+                                                               reserve)
+    if dtype_name(loaded.model.dtype) != options.dtype:
+        raise UserError(f"the model given is {dtype_name(loaded.model.dtype)} but the run asks for --dtype "
+                        f"{options.dtype}; load it at that dtype (subcircuit.models.load(..., dtype=...)) or "
+                        f"give dtype={dtype_name(loaded.model.dtype)!r}")
     load_s = time.perf_counter() - t0
     task_obj = get_task(task, loaded, options.n_examples, options.seed)
     metric_name = options.metric or task_obj.metric or "kl"
@@ -191,7 +198,10 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
     out_dir = Path(out) if out is not None else None
     header = run_header(options, model_name or session.model_name, task_name or session.task_name)
     torch.manual_seed(options.seed)
-    ctx = Context(progress, options.seed, out_dir, header, resume, session.cache)
+    b, p = session.problem.task.clean.shape
+    budget, _ = run_budget(session.loaded.model, b, p, options.method, options.granularity, options.method_options,
+                           options.device)
+    ctx = Context(progress, options.seed, out_dir, header, resume, session.cache, budget)
     res = _method_result(session, options, ctx)
     scores, keep, params = res.scores, res.in_circuit, dict(res.params)
     info: dict[str, Any] = {}
@@ -217,7 +227,7 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
         model=session.loaded.name, task=session.task_name, method=options.method, granularity=options.granularity,
         ablation=options.ablation, metric=session.metric_name, params=params,
         edges=edge_records(graph.edges, scores, keep), results=results, timings_s=timings, versions=versions(),
-        options=options.flat(),
+        options=options.flat(), dtype=dtype_name(session.loaded.model.dtype),
     )
     session.runs += 1
     if out_dir is not None:

@@ -76,6 +76,9 @@ __all__ = ["ACDCOptions", "ACDCState", "TRACE_FILE", "Trial", "acdc", "acdc_fast
 DEFAULT_THRESHOLD = 0.01
 
 
+DEFAULT_BATCH_GB = 2.0  # a speculative batch's budget when the run has no memory model
+
+
 @dataclass(frozen=True)
 class ACDCOptions(Options):
     """ACDC's options (see the package docstring)."""
@@ -88,7 +91,8 @@ class ACDCOptions(Options):
     ig: Literal["inputs", "activations"] = option("inputs", "EAP-IG variant (for --candidates): inputs or "
                                                             "activations.")
     max_batch: int = option(64, "Most mask configurations in one speculative batch.")
-    memory_gb: float = option(2.0, "Memory budget of one speculative batch (GiB).")
+    memory_gb: float | None = option(None, "Memory budget of one speculative batch (GiB); default: from the run's "
+                                           "memory model and the device's free memory (2 GiB when unknown).")
     reference: bool = option(False, "Run the slow independent reference (one full forward pass per edge).")
 
     def check(self) -> None:
@@ -100,7 +104,7 @@ class ACDCOptions(Options):
             raise UserError(f"--candidates {self.candidates} is invalid; expected K >= 1")
         at_least("--ig-steps", self.ig_steps, 1)
         at_least("--max-batch", self.max_batch, 1)
-        if not self.memory_gb > 0:
+        if self.memory_gb is not None and not self.memory_gb > 0:
             raise UserError(f"--memory-gb {self.memory_gb} is invalid; expected a number > 0")
 
     @property
@@ -128,6 +132,14 @@ def _reference(problem: Problem, tau: float, abs_value: bool = False, *, trace=N
                           on_receiver=on_receiver)
 
 
+def batch_gb(given: float | None, budget: int | None) -> float:
+    """The speculative batch's budget in GiB: `--memory-gb` when given, else the run's memory
+    model's (`Context.memory_budget`, bytes), else 2 GiB."""
+    if given is not None:
+        return given
+    return max(budget / 2**30, 1 / 1024) if budget is not None else DEFAULT_BATCH_GB
+
+
 @register_method("acdc", "ACDC: greedy edge pruning against the current graph (Conmy et al. 2023)", ACDCOptions,
                  selects_circuit=True, resumable=True, checkpoint_files=(TRACE_FILE,), ranks_edges=False)
 def acdc(problem: Problem, options: ACDCOptions, ctx: Context) -> MethodResult:
@@ -136,7 +148,7 @@ def acdc(problem: Problem, options: ACDCOptions, ctx: Context) -> MethodResult:
     `ctx.resume`, replayed first; finished traces go to `ctx.cache` for the session's next runs."""
     graph = problem.graph
     run = _reference if options.reference else partial(acdc_fast, max_batch=options.max_batch,
-                                                       memory_gb=options.memory_gb)
+                                                       memory_gb=batch_gb(options.memory_gb, ctx.memory_budget))
     info: dict[str, Any] = {}
     initial = None
     if options.candidates is not None:
