@@ -130,3 +130,30 @@ def test_a_failing_run_is_reported_and_the_others_finish(cluster, tmp_path):
     index = {r["name"]: r for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]}
     assert index[bad]["status"] == "failed" and index[bad]["error"] == res.failed[bad]
     assert all((tmp_path / n / "circuit.json").exists() for n, s in status.items() if s == "done")
+
+
+def test_data_parallel_scores_on_ray_actors(cluster):
+    """EAP-IG and faithfulness over 4 shards on 2 Ray actors = one process (the SmolLM2 IOI check with
+    64 prompts is benchmarks/bench_parallel.py: too slow for the test tier on 2 cores)."""
+    import torch
+
+    from subcircuit.methods import Context
+    from subcircuit.runs.options import DiscoverOptions
+    from subcircuit.runs.parallel import ShardPool
+    from subcircuit.runs.pipeline import open_session
+
+    opts = DiscoverOptions.build("eap-ig", n_examples=16, ig_steps=2)
+    session = open_session("toy-induction-2l", "induction", opts)
+    want = opts.spec.fn(session.problem, opts.method_options, Context()).scores
+    with ShardPool("toy-induction-2l", "induction", opts, shards=4, actors=2, cpus=0.5) as pool:
+        assert pool.n == 16
+        got = pool.scores()
+        torch.testing.assert_close(got, want.float(), rtol=0, atol=1e-5)
+        keep = torch.zeros(session.graph.n_edges)
+        keep[want.abs().topk(8).indices] = 1
+        mask = session.graph.from_flat(keep)
+        from subcircuit.evaluation.faithfulness import measure
+
+        one = measure(session.problem, mask, session.baseline)
+        par = pool.measure(mask)
+    assert par == pytest.approx(one, abs=1e-5)

@@ -45,7 +45,7 @@ from subcircuit.runs.plan import PlannedRun
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "INDEX_FILE", "PlanResult", "RunOutcome", "execute_run", "is_finished", "run_plan"]
+__all__ = ["BACKENDS", "INDEX_FILE", "PlanResult", "RunOutcome", "execute_run", "is_finished", "run_plan", "write_summary"]
 
 BACKENDS = ("local", "ray")
 FILES = ("shared", "driver")
@@ -258,3 +258,25 @@ def run_plan(runs: list[PlannedRun], out: str | Path, backend: Backend = "local"
         _run_ray(runs, out, hook, done, address, files, max_retries)
     ordered = {r.name: outcomes[r.name] for r in runs}
     return PlanResult(out, ordered, round(time.perf_counter() - t0, 3))
+
+
+def write_summary(result: PlanResult, against: str | None = None) -> str:
+    """The summary of a plan's runs (`evaluation.compare`'s table of the finished runs, then the
+    failed runs with their errors), written to summary.md and summary.json in the sweep folder;
+    returns the markdown."""
+    from subcircuit.evaluation.compare import compare_runs
+
+    folders = result.folders()
+    evs, table, _ = compare_runs(folders, against, curves=False) if folders else ([], "(no finished runs)\n", [])
+    prefix = f"{result.out}/"
+    table = table.replace(prefix, "")
+    counts = {s: sum(o.status == s for o in result.outcomes.values()) for s in ("done", "skipped", "failed")}
+    md = (f"# Sweep: {len(result.outcomes)} runs ({counts['done']} made now, {counts['skipped']} finished "
+          f"before, {counts['failed']} failed) in {result.seconds:.1f} s\n\n{table}")
+    if result.failed:
+        md += "\nFailed runs:\n\n" + "".join(f"- `{n}`: {e}\n" for n, e in result.failed.items())
+    rows = [{**e.row(), "run": str(e.folder).removeprefix(prefix)} for e in evs]
+    summary = {"runs": rows, "failed": result.failed, "seconds": result.seconds, **counts}
+    atomic_write_text(result.out / "summary.md", md)
+    atomic_write_text(result.out / "summary.json", json.dumps(summary, indent=1, default=str))
+    return md

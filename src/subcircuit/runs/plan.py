@@ -211,9 +211,12 @@ def _expand(where: str, grid: dict[str, Any]) -> list[PlannedRun]:
             raise UserError(f"{where}: no {key} (a grid needs models, tasks and methods)")
     models = [_check_model(where, m) for m in grid["models"]]
     tasks = [_check_task(where, t) for t in grid["tasks"]]
+    from subcircuit.methods import METHODS
+
     methods = grid["methods"]
     for m in methods:
-        get_method(str(m))
+        if m not in METHODS:
+            raise unknown(f"method in {where}", str(m), METHODS)
     _check_run_fields(where, grid)
     per_method = grid.get("options", {})
     for m in per_method:
@@ -235,7 +238,10 @@ def _expand(where: str, grid: dict[str, Any]) -> list[PlannedRun]:
                 for seed, ablation, metric, granularity, n in itertools.product(*axes):
                     values = {k: v for k, v in (("seed", seed), ("ablation", ablation), ("metric", metric),
                                                 ("granularity", granularity), ("n_examples", n)) if v is not None}
-                    opts = DiscoverOptions.build(method, device=device, **values, **own, **point)
+                    try:
+                        opts = DiscoverOptions.build(method, device=device, **values, **own, **point)
+                    except UserError as e:
+                        raise UserError(f"{where}: {e}") from None
                     runs.append(PlannedRun(run_name(model, task, opts), model, task, opts, cpus, gpus))
     return runs
 
