@@ -23,8 +23,8 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import replace
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -88,7 +88,6 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def parallel_smollm2() -> list[dict]:
-    import torch
 
     from subcircuit.methods import Context
     from subcircuit.runs.options import DiscoverOptions
