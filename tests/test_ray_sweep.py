@@ -120,9 +120,10 @@ def test_a_killed_worker_is_retried_to_the_same_circuits(cluster, runs, local_sw
 
 
 def test_a_failing_run_is_reported_and_the_others_finish(cluster, tmp_path):
+    """(with `files="driver"`: the workers send the run folders back and the driver writes them)"""
     runs = plan_from_dict({"models": "toy-induction-2l", "tasks": "induction", "methods": "eap",
                            "n_examples": 4, "sizes": [10, 10**6, 20]})
-    res = run_plan(runs, tmp_path, backend="ray")
+    res = run_plan(runs, tmp_path, backend="ray", files="driver")
     status = {n: o.status for n, o in res.outcomes.items()}
     assert sorted(status.values()) == ["done", "done", "failed"]
     (bad,) = res.failed
