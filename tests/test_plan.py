@@ -152,6 +152,13 @@ def test_cli_sweep_plan(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_a_folder_holding_a_sweep_without_a_plan_is_refused(tmp_path):
+    (tmp_path / "sweep.json").write_text('{"header": {}}')
+    runs = plan_from_dict({"models": "toy-induction-2l", "tasks": "induction", "methods": "eap"})
+    with pytest.raises(UserError, match="another kind of sweep"):
+        run_plan(runs, tmp_path)
+
+
 def test_import_subcircuit_does_not_import_ray():
     code = ("import sys, subcircuit, subcircuit.cli, subcircuit.cli.plans, subcircuit.runs.plan, "
             "subcircuit.runs.backends, subcircuit.runs.parallel\n"
