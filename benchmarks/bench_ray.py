@@ -7,7 +7,9 @@ process, serial), `ray` (a local Ray instance with num_cpus=2: two workers; its 
 worker-seconds a run costs on Ray beyond its own work (scheduling, task transfer, a worker
 process importing torch and subcircuit the first time, reloading the model per run).
 
-`parallel_smollm2`: EAP-IG (2 steps, inputs) on SmolLM2-135M IOI, 64 prompts, in one process and
+`parallel_smollm2`: EAP-IG (2 steps, inputs) on SmolLM2-135M IOI, 64 prompts, layer graph (heads-qkv
+with 64 prompts in one process needs > 6 GB and was OOM-killed on the shared machine;
+BENCH_GRANULARITY=heads-qkv runs it where memory allows), in one process and
 in 4 shards on 2 Ray actors (`runs.parallel.ShardPool`; 2 actors, not 4, to fit the memory of the
 shared 2-core machine: each actor holds the model and scores two shards in turn); the largest absolute score difference
 (the check: within 1e-5) and both wall times. On 2 shared cores this is a
@@ -95,7 +97,8 @@ def parallel_smollm2() -> list[dict]:
     from subcircuit.runs.pipeline import open_session
 
     steps = int(os.environ.get("BENCH_IG_STEPS", "2"))
-    opts = DiscoverOptions.build("eap-ig", n_examples=64, ig_steps=steps)
+    gran = os.environ.get("BENCH_GRANULARITY", "layers")
+    opts = DiscoverOptions.build("eap-ig", n_examples=64, ig_steps=steps, granularity=gran)
     t0 = time.perf_counter()
     session = open_session("smollm2-135m", "ioi", replace(opts, force=True))  # the estimate is an upper bound
     t_open = time.perf_counter() - t0
@@ -116,7 +119,7 @@ def parallel_smollm2() -> list[dict]:
     ray.shutdown()
     diff = float((got - want).abs().max())
     rel = diff / float(want.abs().max())
-    return [{"name": f"EAP-IG {steps} steps, SmolLM2 IOI, {n} prompts, {n_edges} edges", "median_s": round(t_one, 1),
+    return [{"name": f"EAP-IG {steps} steps, SmolLM2 IOI, {n} prompts, {gran} ({n_edges} edges)", "median_s": round(t_one, 1),
              "shards": 4, "sharded_s": round(t_par, 1), "max_abs_diff": f"{diff:.2e}", "max_rel_diff": f"{rel:.2e}",
              "within_1e-5": diff <= 1e-5,
              "notes": f"one process: load {t_open:.0f} s; 2 actors: start+load {t_pool:.0f} s; load "

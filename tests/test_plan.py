@@ -81,6 +81,7 @@ def test_toml_and_yaml_plans_give_the_same_runs_with_stable_names(tmp_path):
      "'acdc'"),
     ({"models": "toy-induction-2l", "tasks": "induction", "methods": "acdc", "thresholds": [-1]}, "-1"),
     ({"models": "toy-induction-2l", "methods": "acdc"}, "no tasks"),
+    ({"models": "toy-induction-2l", "tasks": "induction", "methods": "eap", "thresholds": [0.1]}, "take sizes"),
     ({"models": "toy-induction-2l", "tasks": "induction", "methods": "acdc", "grid": {"seeds": 1}}, "grid"),
 ])
 def test_bad_plans_are_refused_with_one_line(plan, needle):

@@ -1,5 +1,6 @@
 """`subcircuit sweep PLAN` / `--plan FILE` / `--backend ray`: the runs of a plan, on this machine or
-a Ray cluster (`runs.plan`, `runs.backends`); a progress bar over runs, then the summary table
+a Ray cluster (`runs.plan`, `runs.backends`); a progress bar over runs (a plain line every ~30 s when
+stderr is not a terminal), then the summary table
 (`evaluation.compare`) and the failed runs with their one-line errors."""
 
 from __future__ import annotations
@@ -7,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from subcircuit.cli._output import err, out, progress
+from subcircuit.cli._output import err, is_tty, out, progress
+from subcircuit.cli._progress import ProgressLine
 from subcircuit.errors import UserError
 
 
@@ -41,9 +43,12 @@ def run_plan_command(runs: list, out_dir: Path, backend: str, address: str | Non
 
     with progress() as bar:
         task = bar.add_task(f"{len(runs)} runs ({backend})", total=len(runs))
+        line = None if is_tty() else ProgressLine("sweep", is_receiver=lambda what: False)
 
         def advance(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, description=name)
+            if line is not None:  # a batch job's log: a plain line every ~30 s
+                line(done, total, "runs ended")
 
         res = run_plan(runs, out_dir, backend=backend, address=address, files=files, progress=advance)  # type: ignore[arg-type]
     md = write_summary(res)

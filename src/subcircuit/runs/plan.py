@@ -225,6 +225,13 @@ def _expand(where: str, grid: dict[str, Any]) -> list[PlannedRun]:
     device = grid.get("device", "cpu")
     cpus = float(grid.get("cpus", 1))
     gpus = float(grid.get("gpus", 1 if device.startswith("cuda") else 0))
+    kinds = {sweeps_thresholds(get_method(m)) for m in methods}
+    if grid.get("thresholds") and True not in kinds:
+        raise UserError(f"{where}: thresholds are for methods that select at a threshold (acdc); "
+                        f"{', '.join(methods)} take sizes")
+    if grid.get("sizes") and False not in kinds:
+        raise UserError(f"{where}: sizes are for methods that select their top-k edges; {', '.join(methods)} "
+                        "take thresholds")
     runs: list[PlannedRun] = []
     axes = [grid.get(k, [None]) for k in ("seeds", "ablations", "metrics", "granularities", "n_examples")]
     for model, task, method in itertools.product(models, tasks, methods):
