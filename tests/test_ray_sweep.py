@@ -158,3 +158,14 @@ def test_data_parallel_scores_on_ray_actors(cluster):
         one = measure(session.problem, mask, session.baseline)
         par = pool.measure(mask)
     assert par == pytest.approx(one, abs=1e-5)
+
+
+def test_cli_sweep_flags_on_ray(cluster, tmp_path, capsys):
+    """`subcircuit sweep --model ... --backend ray` without a plan file: the flags become a plan."""
+    from subcircuit import cli
+
+    rc = cli.run_cli(["sweep", "--model", "tracr-reverse", "--task", "tracr-reverse", "--method", "acdc",
+                      "--thresholds", "0.01,0.1", "--n-examples", "4", "--backend", "ray", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "2 runs (2 made now" in out
+    assert len(list(tmp_path.glob("tracr-reverse_tracr-reverse_acdc_tau-*/circuit.json"))) == 2

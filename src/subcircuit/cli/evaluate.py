@@ -92,7 +92,7 @@ def sweep_flags() -> Sequence[Any]:
 def sweep(
     ctx: typer.Context,
     out_dir: OutOpt,
-    plan_arg: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A plan file (TOML or YAML): a grid of "
+    plan_arg: Annotated[Path | None, typer.Argument(metavar="PLAN", help="A plan file (TOML or YAML): a grid of "
                                                     "runs (docs/sweeps.md); same as --plan.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Short name (see `subcircuit models`), local "
                                               "folder or Hugging Face id (without a plan).")] = None,
