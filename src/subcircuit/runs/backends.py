@@ -19,7 +19,8 @@ every run.
   which must be on storage every node sees (NFS/Lustre on Slurm, a shared volume on KubeRay;
   always true for a local cluster); `driver` — the worker writes into a folder of its node's
   temporary directory and sends the run's files back with its result, and the driver writes them
-  into `out` (no shared storage needed; a checkpoint then survives only on the node that wrote it).
+  into `out` (no shared storage needed; a checkpoint then survives only on the node that wrote it,
+  in `$TMPDIR/subcircuit-runs/UID/SWEEP/RUN`, removed once the run is finished).
 - **Resources.** Each Ray task asks for its run's `PlannedRun.resources()`: `num_gpus` (1 by
   default) for a run on CUDA, else `num_cpus` (1 by default), so a cluster runs as many runs at
   once as it has GPUs or CPUs; torch in the worker uses that many threads.
@@ -29,9 +30,11 @@ Ray is imported only when the `ray` backend is used (`pip install subcircuit[ray
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -133,14 +136,19 @@ def _ray_task(run: PlannedRun, root: str, files: str, existing: dict[str, bytes]
     torch.set_num_threads(max(1, int(run.cpus)))
     if files == "shared":
         return execute_run(run, Path(root) / run.name, hook)
-    # driver: a node-local folder that a retry on the same node finds again
-    folder = Path(tempfile.gettempdir()) / "subcircuit-runs" / f"{os.getuid()}" / run.name
+    # driver: a node-local folder of this sweep (its path on the driver) that a retry on the same
+    # node finds again; removed once the run is finished and its files are on their way back
+    sweep_id = hashlib.sha256(root.encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / "subcircuit-runs" / f"{os.getuid()}" / sweep_id / run.name
     folder.mkdir(parents=True, exist_ok=True)
     for rel, data in existing.items():
         if not (folder / rel).exists():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             (folder / rel).write_bytes(data)
     outcome = execute_run(run, folder, hook)
     outcome.files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    if outcome.status != "failed" or not outcome.files:
+        shutil.rmtree(folder, ignore_errors=True)
     return outcome
 
 
