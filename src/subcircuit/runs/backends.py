@@ -30,6 +30,7 @@ Ray is imported only when the `ray` backend is used (`pip install subcircuit[ray
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -149,6 +150,8 @@ def _ray_task(run: PlannedRun, root: str, files: str, existing: dict[str, bytes]
     outcome.files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
     if outcome.status != "failed" or not outcome.files:
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the sweep's folder, once empty
+            folder.parent.rmdir()
     return outcome
 
 
