@@ -20,17 +20,16 @@ from subcircuit.cli._options import (
     DtypeOpt,
     ForceOpt,
     GranularityOpt,
-    ModelOpt,
     NExamplesOpt,
     OffloadOpt,
     OutOpt,
     RunDirArg,
     SeedOpt,
-    TaskOpt,
     number_list,
 )
 from subcircuit.cli._output import out, status
 from subcircuit.cli._progress import edge_progress
+from subcircuit.errors import UserError
 
 
 def evaluate(
@@ -97,9 +96,13 @@ def sweep_flags() -> Sequence[Any]:
 
 def sweep(
     ctx: typer.Context,
-    model: ModelOpt,
-    task: TaskOpt,
     out_dir: OutOpt,
+    plan_arg: Annotated[Path | None, typer.Argument(metavar="PLAN", help="A plan file (TOML or YAML): a grid of "
+                                                    "runs (docs/sweeps.md); same as --plan.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Short name (see `subcircuit models`), local "
+                                              "folder or Hugging Face id (without a plan).")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Built-in task name or a task file (JSONL) "
+                                             "(without a plan).")] = None,
     method: Annotated[str, typer.Option("--method", help="acdc (sweeps --thresholds) or another method "
                                                          "(sweeps --sizes).")] = "acdc",
     thresholds: Annotated[str | None, typer.Option("--thresholds", help="Comma-separated τ values "
@@ -117,14 +120,52 @@ def sweep(
     resume: Annotated[bool, typer.Option("--resume", help="Keep the finished runs in --out, finish the others.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a sweep already in --out.")] = False,
     force: ForceOpt = False,
-) -> None:
-    """Run a method over several thresholds or sizes: one folder per run plus summary.json/summary.md."""
+    plan: Annotated[Path | None, typer.Option("--plan", help="A plan file (TOML or YAML): a grid of models, "
+                                              "tasks, methods and options (docs/sweeps.md).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or ray (a Ray cluster).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (`ray start --head` prints "
+                                                "it; auto: the local one); none starts a local Ray.")] = None,
+    files: Annotated[str, typer.Option("--files", help="Ray: shared (workers write into --out on shared "
+                                       "storage) or driver (results sent back and written here).")] = "shared",
+) -> int | None:
+    """Run a method over several thresholds or sizes, or the runs of a plan file, on this machine or a
+    Ray cluster: one folder per run plus sweep.json and summary.md."""
     from subcircuit.methods import get_method
     from subcircuit.runs.options import DiscoverOptions
     from subcircuit.runs.sweep import sweep as run_sweep
 
     flags = sweep_flags()
     given = given_values(ctx, flags)
+    if plan is not None and plan_arg is not None and plan != plan_arg:
+        raise UserError("give the plan once (PLAN or --plan)")
+    plan = plan or plan_arg
+    if backend not in ("local", "ray"):
+        raise UserError(f"unknown backend {backend!r}; valid: local, ray")
+    if plan is not None or backend == "ray":
+        from subcircuit.cli.plans import plan_of_flags, run_plan_command
+        from subcircuit.runs.plan import plan_from_dict, read_plan
+
+        if resume or overwrite:
+            raise UserError("a plan resumes by itself (finished runs are skipped); no --resume or --overwrite")
+        if plan is not None:
+            if model is not None or task is not None or given or thresholds or sizes:
+                raise UserError("--plan takes models, tasks, methods and their options from the plan file; "
+                                "drop --model, --task, --thresholds, --sizes and method options")
+            runs = read_plan(plan)
+        else:
+            if model is None or task is None:
+                raise UserError("--model and --task are needed (or give a plan file)")
+            get_method(method)
+            refuse_unused(given, flags, method, registry_order(method, selection=False))
+            run = {"metric": metric, "ablation": ablation, "granularity": granularity, "n_examples": n_examples,
+                   "seed": seed, "device": device}
+            runs = plan_from_dict(plan_of_flags(model, task, method, number_list(thresholds, float, "--thresholds"),
+                                                number_list(sizes, int, "--sizes"), run, given), "flags")
+        return run_plan_command(runs, out_dir, backend, address, files)
+    if address is not None:
+        raise UserError("--address is for --backend ray")
+    if model is None or task is None:
+        raise UserError("--model and --task are needed (or give a plan file)")
     get_method(method)
     refuse_unused(given, flags, method, registry_order(method, selection=False))
     opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
@@ -137,3 +178,4 @@ def sweep(
     o = out()
     o.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
     o.print(f"wrote {len(res.circuits)} runs and {out_dir / 'summary.json'}", markup=False)
+    return None
