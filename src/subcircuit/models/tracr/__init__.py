@@ -62,7 +62,9 @@ def _available(name: str) -> Callable[[], bool]:
     return lambda: (shipped_dir(name) / OUR_WEIGHTS).exists()
 
 
-N_PARAMS = {"tracr-reverse": 19_703, "tracr-proportion": 1_338}  # checked by tests/test_tracr.py
+N_PARAMS = {"tracr-reverse": 19_703, "tracr-proportion": 1_338, "tracr-sort-unique": 3_523, "tracr-sort": 18_410,
+            "tracr-hist": 1_478,
+            "tracr-pair-balance": 2_625}  # checked by tests/test_tracr.py
 
 for _name, _prog in PROGRAMS.items():
     register(
