@@ -9,6 +9,7 @@
   `registry` (short names and `load`), `tracr/` (compiled RASP models with known circuits).
 """
 
+from subcircuit.models import micro as _micro  # noqa: F401  (registers micro-induction, micro-pointer)
 from subcircuit.models import tracr as _tracr  # noqa: F401  (registers tracr-reverse, tracr-proportion)
 from subcircuit.models.config import ModelConfig
 from subcircuit.models.families import FAMILIES, family_for, from_hf
