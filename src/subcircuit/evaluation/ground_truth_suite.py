@@ -183,6 +183,12 @@ def check_ground_truth(s: Setup) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ methods
 
 
+def _defined(ref: Tensor) -> bool:
+    """ROC is defined only when the reference has both positives and negatives (tracr-hist's
+    reference holds every node of its 1-layer graph: node AUC n/a)."""
+    return 0 < int(ref.sum()) < ref.numel()
+
+
 def _size_nearest(masks: Sequence[Tensor], n: int) -> int:
     return min(range(len(masks)), key=lambda i: (abs(int(masks[i].sum()) - n), i))
 
@@ -197,7 +203,8 @@ def run_acdc(s: Setup, taus: Sequence[float] = ACDC_TAUS, seed: int = 0) -> Meth
         res = spec.fn(s.problem, build_options(spec.options, {"threshold": float(tau)}, "acdc"), ctx)
         masks.append(res.in_circuit.bool().flatten().cpu())
     auc_e, pts = auc_of_circuits(masks, s.ref_edges)
-    auc_n, _ = auc_of_circuits([nodes_of(m, s.incidence) for m in masks], s.ref_nodes)
+    auc_n = (auc_of_circuits([nodes_of(m, s.incidence) for m in masks], s.ref_nodes)[0] if _defined(s.ref_nodes)
+             else math.nan)
     i = _size_nearest(masks, int(s.ref_edges.sum()))
     rec = rates(masks[i], s.ref_edges).tpr
     return MethodScore(s.entry.model, "acdc", auc_e, auc_n, rec, int(masks[i].sum()), time.perf_counter() - t0, pts,
@@ -213,7 +220,7 @@ def run_ranking(s: Setup, method: str, seed: int = 0) -> MethodScore:
     scores = res.scores.detach().float().flatten().cpu()
     scores = torch.where(torch.isfinite(scores), scores, torch.tensor(-math.inf))
     auc_e, pts = auc_of_ranking(scores, s.ref_edges)
-    auc_n, _ = auc_of_ranking(node_scores(scores, s.incidence), s.ref_nodes)
+    auc_n = auc_of_ranking(node_scores(scores, s.incidence), s.ref_nodes)[0] if _defined(s.ref_nodes) else math.nan
     n = int(s.ref_edges.sum())
     top = torch.zeros_like(s.ref_edges)
     top[torch.argsort(scores, descending=True, stable=True)[:n]] = True
