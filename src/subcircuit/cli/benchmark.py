@@ -46,7 +46,7 @@ def print_result(result: dict[str, Any], title: str) -> None:
     from subcircuit.evaluation.benchmark_output import fmt_value, score_table
 
     table = score_table(result)
-    t = Table(title=f"{title}: edge AUC / node AUC / recovery at the true size", title_justify="left")
+    t = Table(title=f"{title}: edge AUC/node AUC/recovery at the true size", title_justify="left")
     t.add_column("model")
     for m in result["methods"]:
         t.add_column(m, justify="right")
@@ -55,7 +55,7 @@ def print_result(result: dict[str, Any], title: str) -> None:
         for m in result["methods"]:
             s = table.get((row, m))
             cells.append("—" if s is None else
-                         f"{fmt_value(s.auc_edge, 2)} / {fmt_value(s.auc_node, 2)} / {fmt_value(s.recovery, 2)}")
+                         f"{fmt_value(s.auc_edge, 2)}/{fmt_value(s.auc_node, 2)}/{fmt_value(s.recovery, 2)}")
         t.add_row(row, *cells)
     out().print(t)
 

@@ -8,7 +8,8 @@ each registered method, against the model's reference circuit (`data/reference/<
   circuit per τ of `ACDC_TAUS`, and the AUC is taken over their Pareto points plus (0, 0) and
   (1, 1); a score method (every other registered method: EAP, EAP-IG, HISP, SP, node patching,
   Edge Pruning's learned gates, random) ranks the edges, and the AUC is over the top-k circuits
-  of every size k (node level: a node's score is its best edge's);
+  of every size k (node level: a node's score is its best edge's, or a node method's own node
+  score: HISP, SP, node patching);
 - **recovery at the true size**: |C ∩ R| / |R| for the circuit C with |R| edges: a score method's
   top-|R| edges (ties broken by graph order), ACDC's circuit from the τ sweep whose size is
   nearest |R| (ties: the smaller τ). 1.0 means the method finds exactly the true circuit at the
@@ -40,6 +41,7 @@ from subcircuit.evaluation.roc import (
     auc_of_circuits,
     auc_of_ranking,
     node_incidence,
+    node_names,
     node_scores,
     nodes_of,
     rates,
@@ -211,6 +213,20 @@ def run_acdc(s: Setup, taus: Sequence[float] = ACDC_TAUS, seed: int = 0) -> Meth
                        f"{len(taus)} thresholds")
 
 
+def _node_ranking(s: Setup, scores: Tensor, info: dict[str, Any]) -> Tensor:
+    """Node scores [n_nodes]: a node method's own (`info["node_scores"]`: HISP, SP, node patching;
+    `input` and `logits`, in every circuit, first), else each node's best edge. (Through its best edge every
+    node of a node method would tie with `input`'s score: `input -> x` edges carry it.)"""
+    own = info.get("node_scores")
+    if not isinstance(own, dict):
+        return node_scores(scores, s.incidence)
+    names = node_names(s.graph)
+    vals = torch.tensor([float(own.get(n, math.nan)) for n in names])
+    vals = torch.where(torch.isfinite(vals), vals, torch.tensor(-math.inf))
+    vals[names.index("logits")] = vals[names.index("input")] = math.inf
+    return vals
+
+
 def run_ranking(s: Setup, method: str, seed: int = 0) -> MethodScore:
     """A score method: the AUC of its ranking, recovery of its top-|R| edges."""
     spec = METHODS[method]
@@ -220,7 +236,7 @@ def run_ranking(s: Setup, method: str, seed: int = 0) -> MethodScore:
     scores = res.scores.detach().float().flatten().cpu()
     scores = torch.where(torch.isfinite(scores), scores, torch.tensor(-math.inf))
     auc_e, pts = auc_of_ranking(scores, s.ref_edges)
-    auc_n = auc_of_ranking(node_scores(scores, s.incidence), s.ref_nodes)[0] if _defined(s.ref_nodes) else math.nan
+    auc_n = auc_of_ranking(_node_ranking(s, scores, res.info), s.ref_nodes)[0] if _defined(s.ref_nodes) else math.nan
     n = int(s.ref_edges.sum())
     top = torch.zeros_like(s.ref_edges)
     top[torch.argsort(scores, descending=True, stable=True)[:n]] = True

@@ -106,6 +106,8 @@ def derive_ground_truth(model: Transformer, labels: Sequence[str], name: str) ->
                 reads[f"{node}<{part}>"] = dims
                 receivers.append((f"{node}<{part}>", node, L))
             order.append((node, L))
+        if not cfg.has_mlp:  # attention-only (the hand-built micro models)
+            continue
         node = f"m{L}"
         writes[node] = (_cols(blk.W_out) | _cols(blk.b_out[None])) if _rows(blk.W_in) else _cols(blk.b_out[None])
         reads[node] = _rows(blk.W_in)
