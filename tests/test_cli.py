@@ -146,4 +146,4 @@ def test_commands_are_registered_in_help_order(capsys) -> None:
     import typer
 
     names = list(typer.main.get_command(cli.app).commands)
-    assert names == ["models", "tasks", "demo", "discover", "show", "evaluate", "compare", "sweep"]
+    assert names == ["models", "tasks", "demo", "discover", "show", "evaluate", "compare", "sweep", "benchmark"]

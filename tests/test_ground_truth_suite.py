@@ -11,10 +11,10 @@ import pytest
 from conftest import random_model
 
 from subcircuit import cli
+from subcircuit.errors import UserError
 from subcircuit.evaluation.benchmark_output import markdown, write_outputs
 from subcircuit.evaluation.ground_truth_suite import SUITE, check_ground_truth, run_suite, setup
 from subcircuit.evaluation.paper_benchmark import PAPER_TASKS, check_shape, run_paper
-from subcircuit.errors import UserError
 from subcircuit.models import LoadedModel, ModelConfig
 
 # models whose truth is exact (compiled or built); toy-induction-2l was trained

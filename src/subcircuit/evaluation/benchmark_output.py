@@ -39,6 +39,14 @@ def markdown(result: dict[str, Any], command: str = "") -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     truth = result.get("truth") or {}
+    published = {m: truth[m]["published_auc_edge"] for m in models if truth.get(m, {}).get("published_auc_edge")}
+    if published:
+        lines += ["**published edge AUC** (Conmy et al. 2023, Table 2: KL, corrupted ablation)", "",
+                  "| model | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for m, pub in published.items():
+            lines.append(f"| {m} | " + " | ".join(fmt_value(pub.get(meth)) if meth in pub else "—"
+                                                  for meth in methods) + " |")
+        lines.append("")
     if truth:
         lines += ["**models**", "", "| model | circuit | task | ablation | metric | prompts | edges | true edges | "
                   "nodes | true nodes | reference's faithfulness |", "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -77,8 +77,8 @@ class SuiteModel:
 SUITE: tuple[SuiteModel, ...] = (
     SuiteModel("tracr-reverse", "tracr-reverse", "tracr: Q-composition through MLPs"),
     SuiteModel("tracr-proportion", "tracr-proportion", "tracr: MLP -> head value"),
-    SuiteModel("tracr-sort-unique", "tracr-sort-unique", "tracr: MLP -> query"),
-    SuiteModel("tracr-sort", "tracr-sort", "tracr: MLP chain -> key"),
+    SuiteModel("tracr-sort-unique", "tracr-sort-unique", "tracr: selector width -> MLP -> key"),
+    SuiteModel("tracr-sort", "tracr-sort", "tracr: MLP -> query and key, MLP -> key"),
     SuiteModel("tracr-hist", "tracr-hist", "tracr: selector width"),
     SuiteModel("tracr-pair-balance", "tracr-pair-balance", "tracr: two parallel heads"),
     SuiteModel("micro-induction", "micro-induction", "hand-built: K-composition, parallel paths, distractors"),
