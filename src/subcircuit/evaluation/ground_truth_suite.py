@@ -26,6 +26,7 @@ its measured heads (docs/models-with-known-circuits.md).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +52,8 @@ from subcircuit.methods import METHODS, Context, Problem, make_problem
 from subcircuit.methods.base import build_options
 from subcircuit.models import LoadedModel, load
 from subcircuit.tasks import get_metric, get_task
+
+log = logging.getLogger(__name__)
 
 # τ grid of the ACDC sweeps: 0 (keeps every edge whose removal changes the metric at all) and
 # half-decades from 1e-9 to 10 (the tracr l2 losses and toy KL live between 1e-6 and 10)
@@ -273,6 +276,9 @@ def run_suite(models: Sequence[str] | None = None, methods: Sequence[str] | None
     for entry in entries:
         s = setup(entry, n_examples, seed)
         chk = check_ground_truth(s)
+        f = chk["faithfulness_truth"]
+        if f is None or f < 0.9:
+            log.warning("%s: its reference circuit alone has faithfulness %s (the truth may be wrong)", entry.model, f)
         truth[entry.model] = {"what": entry.what, "task": entry.task, "ablation": entry.ablation,
                               "metric": entry.metric, "n_examples": s.problem.task.n,
                               "n_edges": s.graph.n_edges, "n_true_edges": int(s.ref_edges.sum()),

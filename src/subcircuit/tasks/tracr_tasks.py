@@ -1,4 +1,8 @@
-"""Tasks on the tracr models (`tracr-reverse`, `tracr-proportion`), and the `l2` metric.
+"""Tasks on the tracr models (`tracr-reverse`, `tracr-proportion`, and `tracr-sort-unique`,
+`tracr-sort`, `tracr-hist`, `tracr-pair-balance` for the ground-truth benchmark), and the `l2` metric.
+
+The four extra tasks are built like reverse's below (sort-unique draws distinct tokens, on which
+alone it is defined; pair-balance is numerical like proportion).
 
 The tracr models (see `subcircuit.models.tracr`) compute a RASP program exactly, so the circuit
 that does the task is known (shipped in `data/reference/tracr-*.json`). These tasks feed them
