@@ -128,3 +128,12 @@ def test_paper_on_a_random_gpt2_shaped_model():
     for s in res["scores"]:
         assert 0 <= s.auc_edge <= 1 and (math.isnan(s.auc_node) or 0 <= s.auc_node <= 1)
     assert "| gpt2-shaped-random/ioi |" in markdown(res)
+
+
+def test_acdc_recovers_every_exact_ground_truth():
+    """As the ACDC paper reports for tracr (zero ablation, l2): edge and node AUC 1.0, on all six
+    tracr models and both micro models (a short τ grid; the docs' table uses the full one)."""
+    res = run_suite([s.model for s in EXACT], ["acdc"], n_examples=16, taus=(0.0, 1e-6, 1e-3, 0.1))
+    for s in res["scores"]:
+        assert (s.auc_edge, s.recovery) == (1.0, 1.0), (s.model, s.auc_edge, s.recovery)
+        assert math.isnan(s.auc_node) or s.auc_node == 1.0, s.model

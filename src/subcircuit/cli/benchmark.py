@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from subcircuit.cli._options import NExamplesOpt, SeedOpt, number_list
+from subcircuit.cli._options import DeviceOpt, NExamplesOpt, SeedOpt, number_list
 from subcircuit.cli._output import out, status
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def paper(
     n_examples: NExamplesOpt = None,
     seed: SeedOpt = 0,
     out_dir: BenchOutOpt = None,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """The ACDC paper's ROC evaluation on GPT-2 small (IOI, Greater-Than; KL, corrupted ablation)."""
     from subcircuit.evaluation.paper_benchmark import (
@@ -109,7 +110,7 @@ def paper(
     taus = number_list(thresholds, float, "--thresholds") or list(PAPER_TAUS)
     with status(f"benchmarking on {model} ..."):
         result = run_paper(model, _names(tasks) or list(PAPER_TASKS), _names(methods) or list(PAPER_METHODS),
-                           n_examples or PAPER_N_EXAMPLES, taus, seed, progress=log.info)
+                           n_examples or PAPER_N_EXAMPLES, taus, seed, progress=log.info, device=device)
     _finish(result, "ACDC paper setup", out_dir)
 
 

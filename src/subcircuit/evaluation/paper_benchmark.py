@@ -48,10 +48,13 @@ PUBLISHED: dict[str, dict[str, float]] = {
 }
 
 
-def _load(model: str | Path | LoadedModel) -> LoadedModel:
+def _load(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
-    return load(model)
+    from subcircuit.models.loading import check_device
+
+    check_device(device)
+    return load(model, device)
 
 
 def check_shape(loaded: LoadedModel) -> None:
@@ -64,7 +67,7 @@ def check_shape(loaded: LoadedModel) -> None:
 def run_paper(model: str | Path | LoadedModel = "gpt2", tasks: Sequence[str] = tuple(PAPER_TASKS),
               methods: Sequence[str] = PAPER_METHODS, n_examples: int = PAPER_N_EXAMPLES,
               taus: Sequence[float] = PAPER_TAUS, seed: int = 0, metric: str = "kl", ablation: str = "corrupted",
-              progress: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+              progress: Callable[[str], None] = lambda msg: None, device: str = "cpu") -> dict[str, Any]:
     """Run the paper's evaluation -> the suite's result dict (rows `MODEL/TASK`)."""
     for t in tasks:
         if t not in PAPER_TASKS:
@@ -72,7 +75,7 @@ def run_paper(model: str | Path | LoadedModel = "gpt2", tasks: Sequence[str] = t
     for m in methods:
         if m not in METHODS:
             raise unknown("method", m, METHODS)
-    loaded = _load(model)
+    loaded = _load(model, device)
     check_shape(loaded)
     graph = build_graph(loaded.cfg, "heads-qkv")
     inc = node_incidence(graph)
