@@ -1,6 +1,6 @@
 """Compile the tracr programs, convert them to our format and derive their ground-truth circuits.
 
-For `tracr-reverse` and `tracr-proportion` (see `subcircuit.models.tracr`):
+For every program of `PROGRAMS` (see `subcircuit.models.tracr`):
 
 1. compile the RASP program with tracr-pypi (the ACDC paper's settings: vocab {1,2,3} /
    {w,x,y,z}, max_seq_len 5, BOS "BOS", not causal);
@@ -41,9 +41,10 @@ TOL = 1e-5
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare with the shipped files; write nothing")
+    ap.add_argument("names", nargs="*", help="programs to build (default: all)")
     args = ap.parse_args()
     ok = True
-    for name in PROGRAMS:
+    for name in args.names or PROGRAMS:
         loaded, truth = build(name)
         assembled, sop = compile_program(name)
         cmp = compare_with_tracr(assembled, sop, loaded)

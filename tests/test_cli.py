@@ -147,4 +147,4 @@ def test_commands_are_registered_in_help_order(capsys) -> None:
 
     names = list(typer.main.get_command(cli.app).commands)
     # typer lists command groups (`tasks`: the listing, `tasks generate`, `tasks check`) after the commands
-    assert names == ["models", "demo", "discover", "show", "evaluate", "compare", "sweep", "export", "import", "tasks"]
+    assert names == ["models", "demo", "discover", "show", "evaluate", "compare", "sweep", "export", "import", "tasks", "benchmark"]

@@ -9,6 +9,7 @@ the result with rich. The commands live in one module per group:
 - `show`      `show`: (re)render a run's report
 - `evaluate`  `evaluate`, `compare`, `sweep`: how good runs are, and many runs at once
 - `exchange`  `export`, `import`: circuits to and from EAP-IG / MIB files, DOT and CSV
+- `benchmark` `benchmark ground-truth`, `benchmark paper`: methods scored against known circuits
 
 and share `_output` (consoles, progress bar, spinner), `_progress` (the rich bar on a terminal, a
 plain progress line every ~30 s otherwise), `_options` (options spelled the same everywhere) and
@@ -41,7 +42,7 @@ from typing import Annotated
 
 import typer
 
-from subcircuit.cli import demo, discover, evaluate, exchange, info, show, task_files
+from subcircuit.cli import benchmark, demo, discover, evaluate, exchange, info, show, task_files
 from subcircuit.cli._method_flags import method_flags_command
 from subcircuit.cli._output import err, fmt_params, is_tty, out, progress, status
 from subcircuit.cli.demo import print_demo, print_demo_summary, print_discovery
@@ -125,6 +126,7 @@ app.command()(evaluate.compare)
 app.command(cls=method_flags_command(evaluate.sweep_flags))(evaluate.sweep)
 app.command()(exchange.export)
 app.command("import")(exchange.import_)
+app.add_typer(benchmark.app, name="benchmark")
 
 # ------------------------------------------------------------------------------ entry points
 

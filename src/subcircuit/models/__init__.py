@@ -10,6 +10,7 @@
 devices, `--offload cpu`), `tracr/` (compiled RASP models with known circuits).
 """
 
+from subcircuit.models import micro as _micro  # noqa: F401  (registers micro-induction, micro-pointer)
 from subcircuit.models import tracr as _tracr  # noqa: F401  (registers tracr-reverse, tracr-proportion)
 from subcircuit.models.config import ModelConfig
 from subcircuit.models.dtypes import DTYPES, dtype_name, resolve_dtype

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from subcircuit.errors import UserError, unknown
-from subcircuit.tasks import docstring, gendered_pronoun, greater_than, induction, ioi  # noqa: F401  (registers)
+from subcircuit.tasks import docstring, gendered_pronoun, greater_than, induction, ioi, micro_tasks  # noqa: F401
 from subcircuit.tasks.base import TASKS, Task, TaskSpec, check_context, get_task_spec, register_task
 from subcircuit.tasks.files import TaskExample, TaskFile, load_task_file, read_task_file, save_task_file
 from subcircuit.tasks.metrics import METRICS, Metric, full_model_scores, get_metric, logits_at

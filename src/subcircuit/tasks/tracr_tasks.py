@@ -1,4 +1,8 @@
-"""Tasks on the tracr models (`tracr-reverse`, `tracr-proportion`), and the `l2` metric.
+"""Tasks on the tracr models (`tracr-reverse`, `tracr-proportion`, and `tracr-sort-unique`,
+`tracr-sort`, `tracr-hist`, `tracr-pair-balance` for the ground-truth benchmark), and the `l2` metric.
+
+The four extra tasks are built like reverse's below (sort-unique draws distinct tokens, on which
+alone it is defined; pair-balance is numerical like proportion).
 
 The tracr models (see `subcircuit.models.tracr`) compute a RASP program exactly, so the circuit
 that does the task is known (shipped in `data/reference/tracr-*.json`). These tasks feed them
@@ -72,6 +76,30 @@ def _proportion(xs: Sequence[Any], p: int) -> float:
     return sum(1 for v in xs[:p] if v == "x") / p
 
 
+def _sorted(xs: Sequence[Any], p: int) -> Any:
+    """sort / sort_unique's output at position p: the p-th smallest token."""
+    return sorted(xs)[p - 1]
+
+
+def _hist(xs: Sequence[Any], p: int) -> int:
+    """hist's output at position p: how often the token at p occurs in the input."""
+    return list(xs).count(xs[p - 1])
+
+
+def _pair_balance(xs: Sequence[Any], p: int) -> float:
+    """pair_balance("(", ")") at position p: fraction of "(" minus fraction of ")" among the first p."""
+    return (sum(1 for v in xs[:p] if v == "(") - sum(1 for v in xs[:p] if v == ")")) / p
+
+
+def _iid(rng: random.Random, vocab: list[Any], length: int) -> list[Any]:
+    return [rng.choice(vocab) for _ in range(length)]
+
+
+def _distinct(rng: random.Random, vocab: list[Any], length: int) -> list[Any]:
+    """Distinct tokens (sort_unique is defined only on inputs without repeats)."""
+    return rng.sample(vocab, length)
+
+
 def _check_model(loaded: Any, task: str, program: str) -> dict[str, Any]:
     meta = getattr(loaded, "meta", None) or {}
     if meta.get("program") != program:
@@ -79,7 +107,8 @@ def _check_model(loaded: Any, task: str, program: str) -> dict[str, Any]:
     return meta
 
 
-def _build(task: str, program: str, fn: Callable[[Sequence[Any], int], Any]) -> Callable[..., Task]:
+def _build(task: str, program: str, fn: Callable[[Sequence[Any], int], Any],
+           draw: Callable[[random.Random, list[Any], int], list[Any]] = _iid) -> Callable[..., Task]:
     def build(loaded: Any, n: int, seed: int = 0, length: int = LENGTH) -> Task:
         meta = _check_model(loaded, task, program)
         max_len = loaded.cfg.n_ctx - 1
@@ -94,12 +123,12 @@ def _build(task: str, program: str, fn: Callable[[Sequence[Any], int], Any]) -> 
         clean, corrupted, correct, wrong, positions, targets = [], [], [], [], [], []
         for k in range(n):
             p = 1 + k % length
-            xs = [rng.choice(vocab) for _ in range(length)]
-            ys = [rng.choice(vocab) for _ in range(length)]
+            xs = draw(rng, vocab, length)
+            ys = draw(rng, vocab, length)
             for _ in range(MAX_REDRAWS):
                 if fn(ys, p) != fn(xs, p):
                     break
-                ys = [rng.choice(vocab) for _ in range(length)]
+                ys = draw(rng, vocab, length)
             answer = fn(xs, p)
             clean.append([bos, *(ids[v] for v in xs)])
             corrupted.append([bos, *(ids[v] for v in ys)])
@@ -163,3 +192,25 @@ PROPORTION = register_task(
         needs_tokenizer=False,
     )
 )
+
+
+def _register(name: str, program: str, description: str, fn: Callable[[Sequence[Any], int], Any],
+              draw: Callable[[random.Random, list[Any], int], list[Any]] = _iid,
+              criterion: tuple[str, str, float] | None = ("accuracy", ">=", 1.0)) -> TaskSpec:
+    """A task on one of the extra tracr programs (same layout as reverse; see the module docstring)."""
+    return register_task(TaskSpec(name=name, description=description, default_model=name, default_metric="l2",
+                                  build=_build(name, program, fn, draw), default_n=32,
+                                  natural_metric="l2", needs_tokenizer=False, criterion=criterion))
+
+
+SORT_UNIQUE = _register(
+    "tracr-sort-unique", "lib.make_sort_unique(rasp.tokens, rasp.tokens)",
+    "tracr-compiled RASP sort_unique: output at p is the p-th smallest token (distinct tokens)", _sorted, _distinct)
+SORT = _register(
+    "tracr-sort", "lib.make_sort(rasp.tokens, rasp.tokens, max_seq_len=5, min_key=1)",
+    "tracr-compiled RASP sort (duplicates allowed): output at p is the p-th smallest token", _sorted)
+HIST = _register(
+    "tracr-hist", "lib.make_hist()", "tracr-compiled RASP hist: output at p is how often the token at p occurs", _hist)
+PAIR_BALANCE = _register(
+    "tracr-pair-balance", 'lib.make_pair_balance(rasp.tokens, "(", ")")',
+    'tracr-compiled RASP pair_balance: fraction of "(" minus fraction of ")" so far', _pair_balance, criterion=None)

@@ -43,7 +43,8 @@ def _subspaces(dims: set[int], labels: Sequence[str]) -> list[str]:
     return out
 
 
-def _qk_reads(W_Q: torch.Tensor, W_K: torch.Tensor, labels: Sequence[str]) -> tuple[set[int], set[int]]:
+def _qk_reads(W_Q: torch.Tensor, W_K: torch.Tensor, labels: Sequence[str],
+              selector_width: bool = False) -> tuple[set[int], set[int]]:
     """The residual directions a head's query and key read *that change its attention scores*.
 
     Two parts of tracr's attention weights carry no information about the task:
@@ -52,7 +53,12 @@ def _qk_reads(W_Q: torch.Tensor, W_K: torch.Tensor, labels: Sequence[str]) -> tu
     - a selector whose predicate is TRUE (e.g. `length`'s Select(tokens, tokens, TRUE)): every
       query/key value pair gets the same score, so the pattern does not depend on the inputs.
     So after dropping the BOS term, a (query subspace, key subspace) block of W_Q W_Kᵀ counts
-    only if it is not constant; its rows and columns are then the reads."""
+    only if it is not constant; its rows and columns are then the reads.
+
+    A `SelectorWidth` head (`selector_width`: it writes a `*_selector_width_attn_output`) is the
+    exception: it computes the width from how much attention goes to BOS, so with a selector that
+    is not TRUE its BOS term carries the answer, and its `one` / `tokens:BOS` rows are reads too
+    (tracr-sort's `target_pos` head: without them the width is wrong on every input)."""
     qk = W_Q @ W_K.T  # [d d]
     group = [lab.split(":")[0] for lab in labels]
     bos_q = {i for i, lab in enumerate(labels) if lab == "one"}
@@ -69,6 +75,9 @@ def _qk_reads(W_Q: torch.Tensor, W_K: torch.Tensor, labels: Sequence[str]) -> tu
             if block.numel() and float(block.max() - block.min()) > 1e-9:
                 q_out.update(qi)
                 k_out.update(kj)
+    if selector_width and q_out:
+        q_out |= _rows(W_Q) & bos_q
+        k_out |= _rows(W_K) & bos_k
     return q_out, k_out
 
 
@@ -91,11 +100,14 @@ def derive_ground_truth(model: Transformer, labels: Sequence[str], name: str) ->
         for h in range(cfg.n_heads):
             node = f"a{L}.h{h}"
             writes[node] = _cols(blk.W_O[h]) if _rows(blk.W_V[h]) else set()
-            q_reads, k_reads = _qk_reads(blk.W_Q[h], blk.W_K[h], labels)
+            sw = any("selector_width_attn_output" in labels[i] for i in _cols(blk.W_O[h]))
+            q_reads, k_reads = _qk_reads(blk.W_Q[h], blk.W_K[h], labels, sw)
             for part, dims in (("q", q_reads), ("k", k_reads), ("v", _rows(blk.W_V[h]))):
                 reads[f"{node}<{part}>"] = dims
                 receivers.append((f"{node}<{part}>", node, L))
             order.append((node, L))
+        if not cfg.has_mlp:  # attention-only (the hand-built micro models)
+            continue
         node = f"m{L}"
         writes[node] = (_cols(blk.W_out) | _cols(blk.b_out[None])) if _rows(blk.W_in) else _cols(blk.b_out[None])
         reads[node] = _rows(blk.W_in)

@@ -1,7 +1,9 @@
-"""The two RASP programs of the ACDC paper, how tracr compiles them, and where their builds live.
+"""The RASP programs we compile with tracr, how tracr compiles them, and where their builds live.
 
-`reverse` (lib.make_reverse) and `proportion` (lib.make_frac_prevs of tokens == "x"), compiled
-with the paper's settings (BOS first, max_seq_len 5, bidirectional). Only `compile_program`
+The ACDC paper's two, `reverse` (lib.make_reverse) and `proportion` (lib.make_frac_prevs of
+tokens == "x"), and four more programs of tracr's `lib` for the ground-truth benchmark
+(`sort-unique`, `sort`, `hist`, `pair-balance`), all compiled with the paper's settings (BOS
+first, max_seq_len 5, bidirectional). Only `compile_program`
 and the program makers import tracr (JAX, the optional `tracr` extra); everything else here
 works without it.
 
@@ -53,6 +55,33 @@ def _make_proportion() -> Any:
     return lib.make_frac_prevs(rasp.tokens == "x")
 
 
+def _make_sort_unique() -> Any:
+    from tracr.compiler import lib
+    from tracr.rasp import rasp
+
+    return lib.make_sort_unique(rasp.tokens, rasp.tokens)
+
+
+def _make_sort() -> Any:
+    from tracr.compiler import lib
+    from tracr.rasp import rasp
+
+    return lib.make_sort(rasp.tokens, rasp.tokens, max_seq_len=5, min_key=1)
+
+
+def _make_hist() -> Any:
+    from tracr.compiler import lib
+
+    return lib.make_hist()
+
+
+def _make_pair_balance() -> Any:
+    from tracr.compiler import lib
+    from tracr.rasp import rasp
+
+    return lib.make_pair_balance(rasp.tokens, "(", ")")
+
+
 PROGRAMS: dict[str, TracrProgram] = {
     p.name: p
     for p in (
@@ -70,6 +99,35 @@ PROGRAMS: dict[str, TracrProgram] = {
             'lib.make_frac_prevs(rasp.tokens == "x")',
             _make_proportion,
             ("w", "x", "y", "z"),
+        ),
+        TracrProgram(
+            "tracr-sort-unique",
+            "tracr-compiled RASP program that sorts distinct tokens (lib.make_sort_unique), vocab {1..5}",
+            "lib.make_sort_unique(rasp.tokens, rasp.tokens)",
+            _make_sort_unique,
+            (1, 2, 3, 4, 5),
+        ),
+        TracrProgram(
+            "tracr-sort",
+            "tracr-compiled RASP program that sorts tokens, duplicates allowed (lib.make_sort), vocab {1..4}",
+            "lib.make_sort(rasp.tokens, rasp.tokens, max_seq_len=5, min_key=1)",
+            _make_sort,
+            (1, 2, 3, 4),
+        ),
+        TracrProgram(
+            "tracr-hist",
+            "tracr-compiled RASP histogram: how often each position's token occurs (lib.make_hist), vocab {a,b,c}",
+            "lib.make_hist()",
+            _make_hist,
+            ("a", "b", "c"),
+        ),
+        TracrProgram(
+            "tracr-pair-balance",
+            'tracr-compiled RASP pair balance: fraction of "(" minus fraction of ")" so far '
+            "(lib.make_pair_balance), vocab {(,),a}",
+            'lib.make_pair_balance(rasp.tokens, "(", ")")',
+            _make_pair_balance,
+            ("(", ")", "a"),
         ),
     )
 }
