@@ -13,6 +13,7 @@ from subcircuit.graph import Graph, StageLayout
 from subcircuit.models.attention import attention, post_attention
 from subcircuit.models.transformer import Transformer, mlp, unembed
 from subcircuit.patching._common import qkv_inputs, run_inputs
+from subcircuit.patching._positions import SpanIndex, mix_by_span_autograd
 from subcircuit.patching.ablation import Ablation, Prefix
 
 
@@ -227,6 +228,7 @@ class _Deltas:
             self.buf = shared.new_empty(c, n_senders - self.s0, *shared.shape[1:])
             self.sink = _GradSink(c, n_senders - self.s0, shared[0].numel(), shared)
         self.tokens: list[Tensor] = []
+        self.spans: SpanIndex | None = None  # set by `run_autograd` for positional masks
 
     def append(self, t: Tensor) -> None:
         """t [c s N d] the next senders' deltas."""
@@ -288,8 +290,11 @@ class _Deltas:
 
     def mix(self, masks: Tensor, st: StageLayout, base: Tensor) -> Tensor:
         """Receiver inputs [c r N d] of one stage: base + Σ_s mask[r, s] · delta_s."""
-        m = masks[:, st.rows, : st.n_senders_before]  # [c r sender]
+        m = masks[:, st.rows, : st.n_senders_before]  # [c r sender] (positional: [c r sender span])
         c, r = m.shape[:2]
+        if m.dim() == 4:
+            return mix_by_span_autograd(self._dense, m, base, st.n_senders_before, st.rows.start,
+                                        self.spans).view(c, r, *base.shape)
         return self._dense(m, base, st.n_senders_before, st.rows.start).view(c, r, *base.shape)
 
 
@@ -302,6 +307,7 @@ def run_autograd(
     positions: Tensor | None,
     start: Prefix | None,
     grad_deltas: Tensor | None = None,
+    spans: SpanIndex | None = None,
 ) -> Tensor:
     """The patched run under autograd: masks [c receiver sender] -> logits [c b v] at
     `positions` (or [c b p v]). Every configuration computes every component (autograd needs
@@ -313,7 +319,8 @@ def run_autograd(
     d = cfg.d_model
     masks, abl, base, rot, shared, first = run_inputs(model, graph, tokens, ablation, masks, start)
     deltas = _Deltas(shared, c, len(graph.senders), grad_deltas)
-    if masks.requires_grad:
+    deltas.spans = spans
+    if masks.requires_grad and masks.dim() == 3:  # positional masks take autograd's own path
         deltas.msink = _MaskGradSink(masks.shape, deltas)
         masks = _DeferredMaskGrad.apply(masks, deltas.msink)
     logits = None
