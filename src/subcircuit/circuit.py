@@ -39,6 +39,7 @@ class Circuit:
     timings_s: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # every option of the run (reproducibility)
+    spans: list[str] | None = None  # the span names of a positional graph (`--positions spans`), else None
 
     @property
     def in_circuit(self) -> list[str]:
@@ -49,7 +50,10 @@ class Circuit:
         return {e["edge"]: e["score"] for e in self.edges}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        d = {"format": FORMAT, **asdict(self)}
+        if d["spans"] is None:  # plain circuits: no "spans" field
+            del d["spans"]
+        return d
 
     def save(self, path: str | Path) -> Path:
         """Write circuit.json atomically (a folder path gets `circuit.json` inside it)."""
@@ -128,9 +132,12 @@ def load_circuit(path: str | Path, graph=None) -> Circuit:
                 graph.edge(e["edge"])
             except UserError as err:
                 raise UserError(f"{path}: edges[{i}]: {err}") from None
+    spans = d.get("spans")
+    if spans is not None and (not isinstance(spans, list) or not spans or not all(isinstance(s, str) for s in spans)):
+        raise UserError(f"{path}: field 'spans' must be a non-empty list of span names")
     fields = {k: d[k] for k in REQUIRED if k != "format"}
     return Circuit(**fields, timings_s=d.get("timings_s", {}), versions=d.get("versions", {}),
-                   options=d.get("options", {}))
+                   options=d.get("options", {}), spans=spans)
 
 
 def circuit_mask(circuit: Circuit, graph) -> Tensor:

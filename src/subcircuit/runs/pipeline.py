@@ -29,6 +29,7 @@ sizes runs the method once).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import platform
@@ -58,7 +59,9 @@ from subcircuit.methods.selection import check_select
 from subcircuit.models import LoadedModel, load
 from subcircuit.runs.options import RUN_FIELDS, DiscoverOptions, run_header
 from subcircuit.tasks import get_metric, get_task
+from subcircuit.positional import PositionalGraph, positional_graph
 from subcircuit.tasks.base import Task
+from subcircuit.tasks.spans import single_span
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +122,22 @@ def open_session(model: str | Path | LoadedModel, task: str | Path, options: Dis
     metric_name = options.metric or task_obj.metric or "kl"
     metric = get_metric(metric_name)
     graph = build_graph(loaded.cfg, options.granularity)
+    if options.positions == "spans":
+        task_obj, graph = positional_problem(task_obj, graph)
     if options.select is not None:
         check_select(graph, options.select)  # before any work
     torch.manual_seed(options.seed)
     problem = make_problem(loaded.model, graph, task_obj, metric, options.ablation)
     name = str(model) if isinstance(model, str | Path) else loaded.name
     return Session(loaded, task_obj, metric_name, graph, problem, options, name, str(task), load_s, t0)
+
+
+def positional_problem(task: Task, graph: Graph) -> tuple[Task, Graph]:
+    """The task (with one span `all` when it has no span schema) and its positional graph."""
+    if task.span_ids is None:
+        names, ids = single_span(task.name, tuple(task.clean.shape))
+        task = dataclasses.replace(task, span_names=names, span_ids=ids)
+    return task, positional_graph(graph, task.span_names, task.metric_spans)
 
 
 def check_scores(scores: torch.Tensor, graph: Graph, method: str) -> None:
@@ -217,7 +230,7 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
         model=session.loaded.name, task=session.task_name, method=options.method, granularity=options.granularity,
         ablation=options.ablation, metric=session.metric_name, params=params,
         edges=edge_records(graph.edges, scores, keep), results=results, timings_s=timings, versions=versions(),
-        options=options.flat(),
+        options=options.flat(), spans=list(graph.spans) if isinstance(graph, PositionalGraph) else None,
     )
     session.runs += 1
     if out_dir is not None:
