@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-import torch
 from torch import Tensor
 
 from subcircuit.errors import UserError
@@ -122,3 +121,27 @@ def engine_masks(graph: Graph, masks: Tensor) -> tuple[Graph, Tensor]:
     masks = masks * graph.exists.to(masks.device, masks.dtype)
     m = masks.reshape(c, R, K, masks.shape[-1]).transpose(2, 3)  # [c R S K]
     return graph.plain, (m[..., 0] if K == 1 else m)  # type: ignore[return-value]
+
+
+def fold_circuit(circuit, span: str | None = None):
+    """A positional `Circuit` seen position-blind: every plain edge once, in the circuit when it
+    is at any span, with its largest score over the spans. With `span`, only that span's edges
+    (names without `@SPAN`): one column of the report's diagram. A plain circuit is returned as is."""
+    if not getattr(circuit, "spans", None):
+        return circuit
+    best: dict[str, dict] = {}
+    for e in circuit.edges:
+        sender, _, receiver = e["edge"].partition("->")
+        base, at = split_span(receiver)
+        if span is not None and at != span:
+            continue
+        name = f"{sender}->{base}"
+        old = best.get(name)
+        if old is None:
+            best[name] = {"edge": name, "score": e["score"], "in_circuit": e["in_circuit"]}
+        else:
+            old["score"] = max(old["score"], e["score"])
+            old["in_circuit"] = old["in_circuit"] or e["in_circuit"]
+    edges = list(best.values())
+    results = dict(circuit.results, n_edges_total=len(edges), n_edges_in_circuit=sum(e["in_circuit"] for e in edges))
+    return replace(circuit, edges=edges, results=results, spans=None)

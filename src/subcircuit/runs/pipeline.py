@@ -57,9 +57,9 @@ from subcircuit.methods import (
 )
 from subcircuit.methods.selection import check_select
 from subcircuit.models import LoadedModel, load
+from subcircuit.positional import PositionalGraph, positional_graph
 from subcircuit.runs.options import RUN_FIELDS, DiscoverOptions, run_header
 from subcircuit.tasks import get_metric, get_task
-from subcircuit.positional import PositionalGraph, positional_graph
 from subcircuit.tasks.base import Task
 from subcircuit.tasks.spans import single_span
 
@@ -140,6 +140,15 @@ def positional_problem(task: Task, graph: Graph) -> tuple[Task, Graph]:
     return task, positional_graph(graph, task.span_names, task.metric_spans)
 
 
+def span_example(task: Task, loaded: LoadedModel) -> list[list[str]]:
+    """The first prompt as [span, token text] pairs, up to the metric's token (for the report)."""
+    tok = getattr(loaded, "tokenizer", None)
+    ids, spans = task.clean[0].tolist(), task.span_ids[0].tolist()  # type: ignore[union-attr]
+    n = int(task.positions[0]) + 1
+    return [[task.span_names[s], tok.decode([t]) if tok is not None else f"{t} "] for t, s in zip(ids[:n], spans[:n],
+                                                                                                  strict=True)]
+
+
 def check_scores(scores: torch.Tensor, graph: Graph, method: str) -> None:
     """A UserError naming the first edge whose score is NaN or infinite (never write those)."""
     bad = (~torch.isfinite(scores.detach().float().cpu())).nonzero().flatten()
@@ -216,6 +225,8 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
     t_method = time.perf_counter() - t1
     check_scores(scores, graph, options.method)
     params.update(seed=options.seed, n_examples=session.task.n)
+    if isinstance(graph, PositionalGraph):
+        params["span_example"] = span_example(session.task, session.loaded)
     results: dict[str, Any] = measure(session.problem, graph.from_flat(keep.float()), session.baseline)
     check_results(results, options.method)
     results.update(n_edges_total=graph.n_edges, n_edges_in_circuit=int(keep.sum()))

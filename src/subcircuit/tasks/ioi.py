@@ -21,7 +21,6 @@ import random
 from typing import Any
 
 from subcircuit.errors import UserError
-
 from subcircuit.tasks.base import (
     Task,
     TaskSpec,
