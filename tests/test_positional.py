@@ -126,10 +126,10 @@ def _tiny_task(model, b=4, p=6, seed=0, spans=None):
     return Task("tiny", clean, corrupted, torch.full((b,), p - 1), correct, wrong, span_names=names, span_ids=ids)
 
 
-def _problems(spans=None, name="llama-gqa", metric="kl"):
+def _problems(spans=None, name="llama-gqa", metric="kl", gran="heads-qkv"):
     model = random_model(TINY_CONFIGS[name], seed=1, scale=0.5)
     task = _tiny_task(model, spans=spans)
-    plain = build_graph(model.cfg)
+    plain = build_graph(model.cfg, gran)
     graph = positional_graph(plain, task.span_names, task.metric_spans)
     m = get_metric(metric)
     return make_problem(model, plain, task, m), make_problem(model, graph, task, m)
@@ -152,9 +152,10 @@ SPANS_3 = (("x", "y", "z"), torch.tensor([[0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 2]
                                            [0, 1, 2, 2, 2, 2]]))
 
 
-@pytest.mark.parametrize("metric", ["kl", "logit-diff"])
-def test_fast_acdc_equals_the_reference_on_positional_graphs(metric):
-    _, pos = _problems(SPANS_3, name="gpt2" if metric == "kl" else "llama-gqa", metric=metric)
+@pytest.mark.parametrize(("name", "metric", "gran"), [
+    ("gpt2", "kl", "heads-qkv"), pytest.param("llama-gqa", "logit-diff", "heads", marks=pytest.mark.slow)])
+def test_fast_acdc_equals_the_reference_on_positional_graphs(name, metric, gran):
+    _, pos = _problems(SPANS_3, name=name, metric=metric, gran=gran)
     for tau in (0.003, 0.03):
         ref, fast = acdc_reference(pos, tau), acdc_fast(pos, tau)
         assert torch.equal(fast.mask, ref.mask)
@@ -210,3 +211,21 @@ def test_prompts_that_do_not_match_the_schema_are_refused_with_one_line():
         token_counts([("a", "ab"), ("b", "c")], [7, 8], lambda t: {"ab": [7, 7], "abc": [7, 8]}.get(t, [9]), "ex 1")
     with pytest.raises(UserError, match="holds no token"):
         token_counts([("a", 2), ("b", 0)], [1, 2], None, "ex 2")
+
+
+def test_toy_induction_positional_acdc_places_each_head_at_its_half(tmp_path):
+    """The previous-token head a0.h0 writes into the induction head a1.h0's key in the first
+    half (where the key reads the previous token), the induction head writes to the logits in
+    the second half (where the metric reads)."""
+    from subcircuit.runs.discover import discover
+    from subcircuit.runs.options import DiscoverOptions
+
+    c = discover("toy-induction-2l", "induction", DiscoverOptions.build("acdc", positions="spans"), out=tmp_path)
+    kept = set(c.in_circuit)
+    assert c.spans == ["first", "second"]
+    assert "a0.h0->a1.h0<k>@first" in kept and "a0.h0->a1.h0<k>@second" not in kept
+    assert "a1.h0->logits@second" in kept
+    assert c.results["faithfulness"] > 0.95
+    assert [s for s, _ in c.params["span_example"]][:2] == ["first", "first"]
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="fold-toggle"' in html and "span-col" in html
