@@ -229,3 +229,52 @@ def test_toy_induction_positional_acdc_places_each_head_at_its_half(tmp_path):
     assert [s for s, _ in c.params["span_example"]][:2] == ["first", "first"]
     html = (tmp_path / "report.html").read_text()
     assert 'id="fold-toggle"' in html and "span-col" in html
+
+
+def test_task_files_mark_spans_and_prompts_of_other_lengths_align_by_span(tmp_path):
+    from word_tokenizer import id_model, word_model
+
+    from subcircuit.tasks import load_task_file
+
+    cut = [["pre", "When"], ["IO", " Mary"], ["and", " and"], ["S1", " John"], ["rest", " went to the store,"],
+           ["S2", " John"], ["END", " gave a drink to"]]
+    cut2 = [["pre", "When"], ["S1", " Tom"], ["and", " and"], ["IO", " Anna"], ["rest", " went to the school,"],
+            ["S2", " Tom"], ["END", " gave a ring to"]]
+    lines = [{"format": "subcircuit.task/1", "spans": ["pre", "IO", "and", "S1", "rest", "S2", "END"]},
+             {"clean": "".join(t for _, t in cut), "corrupted": "When Lisa and Paul went to the store, Kevin gave a drink to",
+              "correct": " Mary", "wrong": " John", "spans": cut},
+             {"clean": "".join(t for _, t in cut2), "corrupted": "When Jack and Emma went to the school, Sarah gave a ring to",
+              "correct": " Anna", "wrong": " Tom", "spans": cut2}]
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join(__import__("json").dumps(x) for x in lines) + "\n")
+    task = load_task_file(p, word_model())
+    assert task.span_names[1] == "IO" and task.span_ids[0, 1] == 1 and task.span_ids[1, 3] == 1
+    assert task.metric_spans == (6,)
+    bad = dict(lines[1], spans=cut[:-1])
+    p.write_text("\n".join(__import__("json").dumps(x) for x in [lines[0], bad]) + "\n")
+    with pytest.raises(UserError, match=r"t.jsonl:2: spans .* \(missing \['END'\]\)"):
+        load_task_file(p, word_model())
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text(__import__("json").dumps({"clean": [1, 5, 9, 5], "corrupted": [1, 7, 9, 5], "correct": 9,
+                                            "wrong": 3, "spans": [["a", 2], ["b", 2]]}) + "\n")
+    t = load_task_file(ids, id_model())
+    assert t.span_names == ("a", "b") and t.span_ids.tolist() == [[0, 0, 1, 1]]
+
+
+def test_edge_pruning_eap_and_curves_run_on_positional_graphs():
+    from subcircuit.evaluation.curves import faithfulness_curve
+    from subcircuit.methods import Context, get_method
+
+    _, pos = _problems(SPANS_3, name="gpt2", metric="logit-diff")
+    spec = get_method("edge-pruning")
+    res = spec.fn(pos, spec.options(train_steps=3, edges=20), Context())
+    assert res.scores.shape == (pos.graph.n_edges,) and int(res.in_circuit.sum()) <= 20
+    eap = get_method("eap").fn(pos, get_method("eap").options(), Context())
+    # EAP's positional scores split the plain ones by span: summed over spans they are the plain scores
+    plain = build_graph(pos.model.cfg)
+    plain_problem = make_problem(pos.model, plain, pos.task, pos.metric)
+    want = get_method("eap").fn(plain_problem, get_method("eap").options(), Context()).scores
+    summed = pos.graph.from_flat(eap.scores).reshape(len(plain.receivers), 3, -1).sum(1)
+    torch.testing.assert_close(plain.to_flat(summed), want, atol=1e-5, rtol=1e-4)
+    curve = faithfulness_curve(pos, eap.scores)
+    assert len(curve.faithfulness) == len(curve.fractions)
