@@ -278,3 +278,30 @@ def test_edge_pruning_eap_and_curves_run_on_positional_graphs():
     torch.testing.assert_close(plain.to_flat(summed), want, atol=1e-5, rtol=1e-4)
     curve = faithfulness_curve(pos, eap.scores)
     assert len(curve.faithfulness) == len(curve.fractions)
+
+
+def test_span_uniform_mask_gradients_split_the_plain_gradient_by_span():
+    """EAP and EAP-IG masks (the same weights at every span) take the plain run; their gradient
+    per span must still be each span's own: finite differences, and EAP-IG summed over spans."""
+    model = random_model(TINY_CONFIGS["llama-gqa"]).double()
+    graph = positional_graph(build_graph(model.cfg), ("A", "B", "C"), (2,))
+    g = torch.Generator().manual_seed(3)
+    clean, corr = (torch.randint(0, model.cfg.vocab_size, (3, 7), generator=g) for _ in range(2))
+    pos = torch.tensor([6, 5, 6])
+    p = Patcher(model, graph, clean, make_ablation(model, graph, "corrupted", clean, corr), positions=pos,
+                spans=SPAN_IDS)
+    mask = (0.6 * graph.full_mask(torch.float64)).requires_grad_(True)
+
+    def f(m):
+        return p.logits_with_grad(m)[0].pow(2).sum()
+
+    (grad,) = torch.autograd.grad(f(mask), mask)
+    for r, s in random.Random(1).sample(graph.edge_index.tolist(), 8):
+        e = torch.zeros(graph.shape, dtype=torch.float64)
+        e[r, s] = 1e-6
+        fd = (f(mask.detach() + e) - f(mask.detach() - e)) / 2e-6
+        torch.testing.assert_close(grad[r, s], fd, atol=1e-6, rtol=1e-4)
+    plain, posp = _problems(SPANS_3, metric="logit-diff")
+    summed = posp.graph.from_flat(posp.graph.to_flat(eap_ig_scores(posp, 3))).reshape(
+        len(plain.graph.receivers), 3, -1).sum(1)
+    torch.testing.assert_close(summed, eap_ig_scores(plain, 3), atol=1e-5, rtol=1e-4)

@@ -79,3 +79,49 @@ def mix_by_span_autograd(dense, m: Tensor, base: Tensor, hi: int, row0: int, spa
         xk = dense(m[..., k], base, hi, row0) * ind
         x = xk if x is None else x + xk
     return x  # type: ignore[return-value]
+
+
+def uniform_over_spans(masks: Tensor, stages, metric_spans: list[int]) -> bool:
+    """Whether positional masks [c receiver sender span] hold the same weights at every span
+    (the logits receiver: at every span where the metric reads, `metric_spans`) and every
+    receiver of a stage reads the same mixture (EAP, EAP-IG): then, at the metric's positions,
+    the run is the plain run and the mask gradient per span is the plain one split by the spans'
+    tokens (`span_gradient_block`), at the plain run's cost."""
+    if not metric_spans:
+        return False
+    last = stages[-1].rows
+    body, lg = masks[:, : last.start], masks[:, last][..., metric_spans]
+    if not (torch.equal(body, body[..., :1].expand_as(body)) and torch.equal(lg, lg[..., :1].expand_as(lg))):
+        return False
+    m = plain_of_uniform(masks, last, metric_spans[0])
+    return all(bool((m[:, st.rows, : st.n_senders_before] == m[:, st.rows.start : st.rows.start + 1,
+                                                           : st.n_senders_before]).all()) for st in stages)
+
+
+def plain_of_uniform(masks: Tensor, logits_rows: slice, span: int) -> Tensor:
+    """The plain masks [c receiver sender] of positional masks uniform over the spans: span 0's
+    weights, the logits receiver's at the metric's span `span`."""
+    out = masks[..., 0].clone()
+    out[:, logits_rows] = masks[:, logits_rows, :, span]
+    return out
+
+
+def span_gradient_block(dy: Tensor, shared: Tensor, gbuf: Tensor | None, k: int, hi: int, d: int,
+                        spans: SpanIndex) -> Tensor:
+    """dm[c r s span] = Σ_{t in span} dy_r[t]·delta_s[t] for dy [c r N·d], the shared deltas
+    `shared` [s0 N d] (the first k of them) and the per-configuration deltas `gbuf` [c hi−k N·d]."""
+    c, r, nd = dy.shape
+    n = nd // d
+    K = len(spans.tokens)
+    out = dy.new_zeros(c, r, hi, K)
+    dyv = dy.view(c, r, n, d)
+    for j, idx in enumerate(spans.tokens):
+        if not len(idx):
+            continue
+        dyk = dyv[:, :, idx].reshape(c, r, -1)  # [c r n_k·d]
+        sk = shared[:k].reshape(k, n, d)[:, idx].reshape(k, -1)
+        out[:, :, :k, j] = (dyk.reshape(c * r, -1) @ sk.T).view(c, r, k)
+        if gbuf is not None and hi > k:
+            gk = gbuf.reshape(gbuf.shape[0], hi - k, n, d)[:, :, idx].reshape(gbuf.shape[0], hi - k, -1)
+            out[:, :, k:, j] = torch.bmm(dyk, gk.expand(c, -1, -1).transpose(1, 2))
+    return out
