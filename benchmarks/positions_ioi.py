@@ -1,7 +1,7 @@
 """Position-aware vs position-blind circuits on SmolLM2-135M IOI (docs/positions.md).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/positions_ioi.py --n-examples 16 --candidates 1000 \
-        --out benchmarks/positions_ioi.json
+        --metric logit-diff --out benchmarks/positions_ioi.json
 
 For the plain graph and the positional one (`--positions spans`, IOI's 8 spans): EAP-IG's
 faithfulness at a ladder of circuit sizes (and the smallest size reaching 0.8 and 0.9), then
@@ -20,7 +20,7 @@ from subcircuit.graph import split_span
 from subcircuit.runs.options import DiscoverOptions
 from subcircuit.runs.pipeline import open_session, run_in_session
 
-SIZES = (25, 50, 100, 200, 400, 800, 1600, 3200, 6400)
+SIZES = (50, 100, 200, 400, 800, 1600, 3200, 6400, 12800)
 
 
 def heads_by_span(edges: list[str]) -> dict[str, dict[str, list[str]]]:
@@ -43,13 +43,14 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=1000)
     ap.add_argument("--threshold", type=float, default=0.01)
     ap.add_argument("--granularity", default="heads-qkv")
+    ap.add_argument("--metric", default="logit-diff")
     ap.add_argument("--out", default="benchmarks/positions_ioi.json")
     a = ap.parse_args()
     results = {}
     for positions in (None, "spans"):
         tag = positions or "plain"
         base = DiscoverOptions.build("eap-ig", n_examples=a.n_examples, granularity=a.granularity, positions=positions,
-                                     edges=SIZES[0])
+                                     edges=SIZES[0], metric=a.metric, force=True)
         t0 = time.perf_counter()
         session = open_session("smollm2-135m", "ioi", base)
         t_open = time.perf_counter() - t0
@@ -67,7 +68,7 @@ def main() -> None:
         t1 = time.perf_counter()
         acdc = run_in_session(session, DiscoverOptions.build(
             "acdc", n_examples=a.n_examples, granularity=a.granularity, positions=positions,
-            candidates=a.candidates, threshold=a.threshold))
+            candidates=a.candidates, threshold=a.threshold, metric=a.metric, force=True))
         t_acdc = time.perf_counter() - t1
         kept = acdc.in_circuit
         print(tag, "acdc", len(kept), acdc.results["faithfulness"], round(t_acdc, 1), flush=True)
@@ -75,7 +76,7 @@ def main() -> None:
             "n_edges_graph": session.graph.n_edges, "open_s": round(t_open, 1),
             "eap_ig": {"first_run_s": round(t_eap, 1), "curve": curve,
                        **{f"edges_at_{f}": next((n for n, v in curve if v is not None and v >= f), None)
-                          for f in (0.8, 0.9)}},
+                          for f in (0.5, 0.8, 0.9)}},
             "acdc_candidates": {"candidates": a.candidates, "threshold": a.threshold, "n_edges": len(kept),
                                 "faithfulness": acdc.results["faithfulness"], "run_s": round(t_acdc, 1),
                                 "edges": kept, "heads_by_span": heads_by_span(kept) if positions else None},
