@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from subcircuit.circuit import Circuit, atomic_write_text, load_circuit
+from subcircuit.positional import fold_circuit
 from subcircuit.errors import UserError
 from subcircuit.evaluation.reference import canonical_name, graph_for_model, list_references, load_reference
 from subcircuit.evaluation.roc import (
@@ -152,7 +153,12 @@ def evaluate_run(folder: str | Path, against: str | None = None, curve: bool = F
         raise UserError(f"no circuit.json in {str(folder)!r}")
     c0 = load_circuit(folder)
     g = circuit_graph(c0)
-    c = load_circuit(folder, g)
+    if c0.spans:  # a positional circuit is evaluated in its position-blind view (docs/positions.md)
+        c = fold_circuit(c0)
+        for e in c.edges:
+            g.edge(e["edge"])
+    else:
+        c = load_circuit(folder, g)
     ev = RunEvaluation(folder, c)
     ref = resolve_against(c, against, g)
     keep, scores = _flat(c, g)
