@@ -305,3 +305,17 @@ def test_span_uniform_mask_gradients_split_the_plain_gradient_by_span():
     summed = posp.graph.from_flat(posp.graph.to_flat(eap_ig_scores(posp, 3))).reshape(
         len(plain.graph.receivers), 3, -1).sum(1)
     torch.testing.assert_close(summed, eap_ig_scores(plain, 3), atol=1e-5, rtol=1e-4)
+
+
+def test_cli_positions_spans_and_a_bad_value(tmp_path, capsys):
+    from subcircuit.cli import run_cli
+
+    assert run_cli(["discover", "-m", "toy-induction-2l", "-t", "induction", "--positions", "tokens",
+                    "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "positions" in err and "spans" in err and len(err.strip().splitlines()) == 1
+    assert run_cli(["discover", "-m", "toy-induction-2l", "-t", "induction", "--positions", "spans", "--method", "eap-ig",
+                    "--edges", "10", "--out", str(tmp_path / "y")]) == 0
+    c = load_circuit(tmp_path / "y")
+    assert c.spans == ["first", "second"] and len(c.in_circuit) == 10 and c.options["positions"] == "spans"
+    assert run_cli(["evaluate", str(tmp_path / "y")]) == 0
