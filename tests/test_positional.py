@@ -112,6 +112,9 @@ def test_a_plain_circuit_converted_to_the_positional_graph_gives_the_same_logits
     want = Patcher(model, plain, clean, abl).logits(plain_mask)
     torch.testing.assert_close(p.logits(graph.to_positional(plain_mask)), want, atol=1e-6, rtol=0)
     assert torch.equal(graph.fold(graph.to_positional(plain_mask)), plain_mask)
+    names = graph.positional_edges(keep)
+    assert torch.equal(graph.mask_from_edges(names), graph.to_positional(plain_mask))
+    assert graph.fold_edges(names) == [e for e in plain.edges if e in set(keep)]
 
 
 # --------------------------------------------------------------------------- one span = the plain graph

@@ -73,6 +73,11 @@ class PositionalGraph(Graph):
         R, K = len(self.plain.receivers), self.n_spans  # type: ignore[union-attr]
         return (mask.reshape(*mask.shape[:-2], R, K, mask.shape[-1]) != 0).any(-2).to(mask.dtype)
 
+    def positional_edges(self, plain_names) -> list[str]:
+        """Plain edge names (a position-blind circuit) -> this graph's edges keeping each of them at
+        every span where it exists (unknown plain names are errors of the plain graph)."""
+        return self.edges_from_mask(self.to_positional(self.plain.mask_from_edges(plain_names)))  # type: ignore[union-attr]
+
     def fold_edges(self, names) -> list[str]:
         """Positional edge names -> the plain edges they belong to (each once, in plain order)."""
         keep = set()
