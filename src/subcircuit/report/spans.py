@@ -74,11 +74,14 @@ def spans_section(circuit: Any, roles: Any = None) -> str:
 </section>
 <script>
 (function () {{
+function init() {{
   var t = document.getElementById("fold-toggle"), cols = document.getElementById("span-columns"),
       blind = document.getElementById("blind-view");
   function show() {{ cols.style.display = t.checked ? "none" : "flex";
                      if (blind) {{ blind.style.display = t.checked ? "" : "none"; }} }}
   t.addEventListener("change", show); show();
+}}
+if (document.readyState === "loading") {{ document.addEventListener("DOMContentLoaded", init); }} else {{ init(); }}
 }})();
 </script>"""
 
@@ -89,5 +92,5 @@ CSS = """
 .span-col h3 { margin: 0 0 4px 0; padding: 2px 6px; border-radius: 4px; }
 .span-col svg { width: 100%; height: auto; }
 .span-tok { padding: 1px 2px; border-radius: 3px; white-space: pre; }
-.prompt { font-family: monospace; line-height: 1.9; }
+.prompt { font-family: monospace; line-height: 1.9; display: flex; flex-wrap: wrap; gap: 1px; }
 """
