@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from subcircuit.circuit import Circuit, atomic_write_text, load_circuit
-from subcircuit.positional import fold_circuit
 from subcircuit.errors import UserError
 from subcircuit.evaluation.reference import canonical_name, graph_for_model, list_references, load_reference
 from subcircuit.evaluation.roc import (
@@ -38,6 +37,7 @@ from subcircuit.evaluation.roc import (
 )
 from subcircuit.evaluation.tables import fmt
 from subcircuit.graph import Graph
+from subcircuit.positional import fold_circuit
 
 log = logging.getLogger(__name__)
 EVAL_FILE = "evaluation.json"
