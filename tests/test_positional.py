@@ -322,3 +322,19 @@ def test_cli_positions_spans_and_a_bad_value(tmp_path, capsys):
     c = load_circuit(tmp_path / "y")
     assert c.spans == ["first", "second"] and len(c.in_circuit) == 10 and c.options["positions"] == "spans"
     assert run_cli(["evaluate", str(tmp_path / "y")]) == 0
+
+
+def test_builtin_ioi_spans_mark_the_names():
+    from word_tokenizer import word_model
+
+    from subcircuit.tasks import get_task
+
+    t = get_task("ioi", word_model(), 12, 0)
+    names = t.span_names
+    for i in range(t.n):
+        ids, sp = t.clean[i], t.span_ids[i]
+        at = {names[k]: (sp == k).nonzero().flatten().tolist() for k in range(len(names))}
+        assert ids[at["IO"]].tolist() == [int(t.correct[i, 0])]
+        assert ids[at["S1"]].tolist() == ids[at["S2"]].tolist() == [int(t.wrong[i, 0])]
+        assert at["END"][0] == int(t.positions[i]) and all(len(v) for v in at.values())
+    assert t.metric_spans == (names.index("END"),)
