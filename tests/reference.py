@@ -22,23 +22,31 @@ from subcircuit.models.transformer import Transformer, embed, mlp, unembed
 
 
 def reference_logits(
-    model: Transformer, graph: Graph, tokens: Tensor, abl: Tensor, removed: set[str] | frozenset[str]
+    model: Transformer, graph: Graph, tokens: Tensor, abl: Tensor, removed: set[str] | frozenset[str],
+    span_ids: Tensor | None = None, spans: tuple[str, ...] = (),
 ) -> Tensor:
-    """Logits [b p v] with the edges in `removed` (names) ablated to `abl` [sender b p d]."""
+    """Logits [b p v] with the edges in `removed` (names) ablated to `abl` [sender b p d].
+
+    Positional edges `S->R@SPAN` (with `span_ids` [b p], the span index of each token, and the
+    span names `spans`) are patched only at the tokens of that span: hook-style, token by token."""
     cfg = model.cfg
     sidx = {n.name: i for i, n in enumerate(graph.senders)}
-    by_receiver: dict[str, list[str]] = {}
+    by_receiver: dict[str, list[tuple[str, Tensor | None]]] = {}
     for e in removed:
         s, r = e.split("->")
-        by_receiver.setdefault(r, []).append(s)
+        where = None
+        if "@" in r:
+            r, span = r.split("@")
+            where = (span_ids == spans.index(span))[..., None].to(abl.dtype)  # [b p 1]
+        by_receiver.setdefault(r, []).append((s, where))
     out: dict[str, Tensor] = {"input": embed(model, tokens)}
     resid = out["input"].clone()
     rot = rotary_tables(cfg, tokens.shape[1], tokens.device, resid.dtype)
 
     def inp(receiver: str, resid: Tensor) -> Tensor:
         x = resid
-        for s in by_receiver.get(receiver, []):
-            x = x - out[s] + abl[sidx[s]]
+        for s, where in by_receiver.get(receiver, []):
+            x = x - out[s] + abl[sidx[s]] if where is None else x - (out[s] - abl[sidx[s]]) * where
         return x
 
     def head_names(L: int, h: int) -> tuple[str, str, str]:

@@ -41,6 +41,7 @@ class Circuit:
     versions: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # every option of the run (reproducibility)
     dtype: str | None = None  # the compute dtype ("float32", "bfloat16", "float16"); optional in the file
+    spans: list[str] | None = None  # the span names of a positional graph (`--positions spans`), else None
 
     @property
     def in_circuit(self) -> list[str]:
@@ -124,6 +125,8 @@ class Circuit:
         d = {"format": FORMAT, **asdict(self)}
         if d["dtype"] is None:
             del d["dtype"]
+        if d["spans"] is None:  # plain circuits: no "spans" field
+            del d["spans"]
         return d
 
     def save(self, path: str | Path) -> Path:
@@ -203,9 +206,13 @@ def load_circuit(path: str | Path, graph=None) -> Circuit:
                 graph.edge(e["edge"])
             except UserError as err:
                 raise UserError(f"{path}: edges[{i}]: {err}") from None
+    spans = d.get("spans")
+    if spans is not None and (not isinstance(spans, list) or not spans or not all(isinstance(s, str) for s in spans)):
+        raise UserError(f"{path}: field 'spans' must be a non-empty list of span names")
     fields = {k: d[k] for k in REQUIRED if k != "format"}
     return Circuit(**fields, timings_s=d.get("timings_s", {}), versions=d.get("versions", {}),
-                   options=d.get("options", {}), dtype=d.get("dtype") if isinstance(d.get("dtype"), str) else None)
+                   options=d.get("options", {}), dtype=d.get("dtype") if isinstance(d.get("dtype"), str) else None,
+                   spans=spans)
 
 
 def circuit_mask(circuit: Circuit, graph) -> Tensor:

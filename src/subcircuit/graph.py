@@ -58,10 +58,11 @@ class Node:
     heads: tuple[int, ...] = ()
     group: int | None = None
     component: str = ""
+    span: str | None = None  # the prompt span of a positional receiver (`positions.py`), else None
 
     def __post_init__(self) -> None:
         if not self.component:
-            object.__setattr__(self, "component", self.name.split("<")[0])
+            object.__setattr__(self, "component", self.name.split("@")[0].split("<")[0])
 
     @property
     def head(self) -> int | None:
@@ -224,18 +225,31 @@ class Graph:
 
 
 _EDGE_RE = re.compile(r"^\s*(\S+?)\s*->\s*(\S+?)\s*$")
+_SPAN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def split_span(name: str) -> tuple[str, str | None]:
+    """`'a9.h9<k>@S2'` -> `('a9.h9<k>', 'S2')`; a name without `@SPAN` -> `(name, None)`."""
+    base, at, span = name.partition("@")
+    return (base, span) if at else (name, None)
 _NODE_RE = re.compile(r"^(input|logits|m\d+|a\d+|a\d+\.h\d+|a\d+\.h\d+<[qkv]>|a\d+\.g\d+<[kv]>)$")
 
 
 def parse_edge(name: str) -> tuple[str, str]:
-    """`'a5.h5->a9.h9<q>'` -> `('a5.h5', 'a9.h9<q>')`; a UserError naming the problem otherwise."""
+    """`'a5.h5->a9.h9<q>'` -> `('a5.h5', 'a9.h9<q>')`; a UserError naming the problem otherwise.
+    A positional edge keeps its span on the receiver: `'a5.h5->a9.h9<k>@S2'` -> `('a5.h5',
+    'a9.h9<k>@S2')` (`split_span` separates it)."""
     if not isinstance(name, str):
         raise UserError(f"edge name must be a string, got {type(name).__name__}")
     m = _EDGE_RE.match(name)
     if not m:
         raise UserError(f"malformed edge name {name!r}; expected SENDER->RECEIVER, e.g. 'a5.h5->a9.h9<q>'")
     sender, receiver = m.groups()
-    for node in (sender, receiver):
+    receiver_base, span = split_span(receiver)
+    if span is not None and not _SPAN_RE.match(span):
+        raise UserError(f"malformed span {span!r} in edge {name!r}; expected SENDER->RECEIVER@SPAN with a span "
+                        "name of letters, digits and _, e.g. 'a5.h5->a9.h9<k>@S2'")
+    for node in (sender, receiver_base):
         if not _NODE_RE.match(node):
             raise UserError(
                 f"malformed node name {node!r} in edge {name!r}; expected input, a{{L}}.h{{H}}, m{{L}}, "

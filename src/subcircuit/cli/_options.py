@@ -29,6 +29,10 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (datasets, sam
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 AblationOpt = Annotated[str, typer.Option("--ablation", help="corrupted, mean or zero.")]
 GranularityOpt = Annotated[str, typer.Option("--granularity", help="heads-qkv, heads or layers.")]
+PositionsOpt = Annotated[
+    str | None, typer.Option("--positions", help="spans: a position-aware graph, every edge once per prompt span "
+                                                 "(docs/positions.md).")
+]
 NExamplesOpt = Annotated[int | None, typer.Option("--n-examples", help="Number of prompts.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even if the memory estimate exceeds the free memory.")]
 RunDirArg = Annotated[Path, typer.Argument(help="Run folder holding circuit.json.")]

@@ -27,6 +27,7 @@ from subcircuit.cli._options import (
     GranularityOpt,
     NExamplesOpt,
     OffloadOpt,
+    PositionsOpt,
     SeedOpt,
 )
 from subcircuit.cli._output import out
@@ -35,7 +36,7 @@ from subcircuit.errors import UserError
 
 # the command's own options that --resume DIR takes from the run's checkpoint instead
 RESUME_TAKES = ("model", "task", "out_dir", "method", "metric", "ablation", "granularity", "n_examples", "seed",
-                "overwrite")
+                "overwrite", "positions")
 
 
 def method_flags() -> Sequence[Any]:
@@ -68,6 +69,7 @@ def discover(
     metric: Annotated[str | None, typer.Option("--metric", help="kl, logit-diff, prob-diff, nll (default: the task's).")] = None,
     ablation: AblationOpt = "corrupted",
     granularity: GranularityOpt = "heads-qkv",
+    positions: PositionsOpt = None,
     n_examples: NExamplesOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
@@ -97,7 +99,7 @@ def discover(
         refuse_unused(given, flags, method, registry_order(method))
         opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
                                      n_examples=n_examples, seed=seed, device=device, force=force, dtype=dtype,
-                                     offload=offload, **given)
+                                     offload=offload, positions=positions, **given)
         if holds_run(out_dir):
             if not overwrite:
                 raise UserError(f"output folder {str(out_dir)!r} already holds a run; use --overwrite or --resume")

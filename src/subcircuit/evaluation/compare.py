@@ -37,6 +37,7 @@ from subcircuit.evaluation.roc import (
 )
 from subcircuit.evaluation.tables import fmt
 from subcircuit.graph import Graph
+from subcircuit.positional import fold_circuit
 
 log = logging.getLogger(__name__)
 EVAL_FILE = "evaluation.json"
@@ -152,7 +153,12 @@ def evaluate_run(folder: str | Path, against: str | None = None, curve: bool = F
         raise UserError(f"no circuit.json in {str(folder)!r}")
     c0 = load_circuit(folder)
     g = circuit_graph(c0)
-    c = load_circuit(folder, g)
+    if c0.spans:  # a positional circuit is evaluated in its position-blind view (docs/positions.md)
+        c = fold_circuit(c0)
+        for e in c.edges:
+            g.edge(e["edge"])
+    else:
+        c = load_circuit(folder, g)
     ev = RunEvaluation(folder, c)
     ref = resolve_against(c, against, g)
     keep, scores = _flat(c, g)

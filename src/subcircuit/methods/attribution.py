@@ -128,7 +128,8 @@ def eap_ig_scores(problem: Problem, steps: int = 5, ig: IGKind = "inputs", chunk
         with torch.no_grad():  # the clean run's out_s − abl_s [sender N d]: one plain forward
             p0 = problem.patcher
             full_deltas = (sender_outputs(p0.model, graph, p0.tokens) - p0.ablation.outputs).flatten(1, 2)
-        patcher = Patcher(p0.model, graph, p0.tokens, p0.ablation, p0.positions, grad_deltas=full_deltas)
+        patcher = Patcher(p0.model, graph, p0.tokens, p0.ablation, p0.positions, grad_deltas=full_deltas,
+                          spans=p0.spans)
         for k, alpha in enumerate(alphas):
             total += mask_gradient(problem, input_mask(problem, alpha)[None], patcher)[0]
             progress(k + 1, steps, "eap-ig steps")

@@ -70,7 +70,8 @@ class Problem:
 
     @property
     def patcher(self) -> Patcher:
-        return Patcher(self.model, self.graph, self.task.clean, self.ablation, self.task.positions)
+        return Patcher(self.model, self.graph, self.task.clean, self.ablation, self.task.positions,
+                       spans=self.task.span_ids)
 
     def loss(self, masks: Tensor, start=None, memo=None) -> Tensor:
         """masks [c receiver sender] (or [receiver sender]) -> metric loss [c] (lower is better),

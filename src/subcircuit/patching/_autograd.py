@@ -13,6 +13,13 @@ from subcircuit.graph import Graph, StageLayout
 from subcircuit.models.attention import attention, post_attention
 from subcircuit.models.transformer import Transformer, mlp, unembed
 from subcircuit.patching._common import qkv_inputs, run_inputs
+from subcircuit.patching._positions import (
+    SpanIndex,
+    mix_by_span_autograd,
+    plain_of_uniform,
+    span_gradient_block,
+    uniform_over_spans,
+)
 from subcircuit.patching.ablation import Ablation, Prefix
 
 
@@ -151,7 +158,9 @@ class _MaskGradSink:
         # sink (through the mixing steps' ctx), a cycle the garbage collector cannot see.
         self.shape, self.block_rows = shape, block_rows
         self.s0, self.shared, self.buf, self.grad_deltas = deltas.s0, deltas.shared, deltas.buf, deltas.grad_deltas
-        self.dm: Tensor | None = None  # [c receiver sender]
+        self.dm: Tensor | None = None  # [c receiver sender] (positional: [c receiver sender span])
+        self.spans: SpanIndex | None = None  # positional: the gradient split by span (`_positions`)
+        self.d = 0
         self.pending: list[tuple[int, int, Tensor]] = []  # (first row, hi, dy [c r N·d])
 
     def add(self, row0: int, hi: int, dy: Tensor) -> None:
@@ -166,10 +175,14 @@ class _MaskGradSink:
         c, R, nd = dy.shape
         hi = max(h for _, h, _ in self.pending)
         k = min(hi, self.s0)
-        block = dy.new_empty(c, R, hi)
-        block[:, :, :k] = (dy.reshape(c * R, nd) @ self.shared[:k].reshape(k, nd).T).view(c, R, k)
-        if hi > k:
-            block[:, :, k:] = torch.bmm(dy, _gbuf(self.buf, self.grad_deltas, self.s0, hi, c, nd).transpose(1, 2))
+        if self.spans is not None:
+            gb = _gbuf(self.buf, self.grad_deltas, self.s0, hi, c, nd) if hi > k else None
+            block = span_gradient_block(dy, self.shared, gb, k, hi, self.d, self.spans)  # [c R hi span]
+        else:
+            block = dy.new_empty(c, R, hi)
+            block[:, :, :k] = (dy.reshape(c * R, nd) @ self.shared[:k].reshape(k, nd).T).view(c, R, k)
+            if hi > k:
+                block[:, :, k:] = torch.bmm(dy, _gbuf(self.buf, self.grad_deltas, self.s0, hi, c, nd).transpose(1, 2))
         if self.dm is None:
             self.dm = dy.new_zeros(self.shape)
         off = 0
@@ -204,6 +217,25 @@ class _DeferredMaskGrad(torch.autograd.Function):
         return (g if dm is None else g + dm), None
 
 
+class _SpanMaskGrad(torch.autograd.Function):
+    """Positional masks [c r s span] uniform over the spans -> the plain masks [c r s]; backward
+    gives the gradient per span that `_MaskGradSink` gathered (every stage reads a shared
+    mixture, so no other gradient reaches the plain masks)."""
+
+    @staticmethod
+    def forward(ctx, masks: Tensor, msink: _MaskGradSink, logits_rows: slice, span: int) -> Tensor:
+        ctx.msink, ctx.shape = msink, masks.shape
+        return plain_of_uniform(masks, logits_rows, span)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        if g is not None and bool(g.ne(0).any()):  # pragma: no cover - a bug, not a user error
+            raise RuntimeError("a positional mask gradient took the plain path")
+        ctx.msink.flush()
+        dm, ctx.msink.dm = ctx.msink.dm, None
+        return (g.new_zeros(ctx.shape) if dm is None else dm), None, None, None
+
+
 class _Deltas:
     """Sender deltas out − abl [.. sender N d] of one run under autograd, in computation order
     (runs without autograd use `patching_fast`).
@@ -227,6 +259,7 @@ class _Deltas:
             self.buf = shared.new_empty(c, n_senders - self.s0, *shared.shape[1:])
             self.sink = _GradSink(c, n_senders - self.s0, shared[0].numel(), shared)
         self.tokens: list[Tensor] = []
+        self.spans: SpanIndex | None = None  # set by `run_autograd` for positional masks
 
     def append(self, t: Tensor) -> None:
         """t [c s N d] the next senders' deltas."""
@@ -288,8 +321,11 @@ class _Deltas:
 
     def mix(self, masks: Tensor, st: StageLayout, base: Tensor) -> Tensor:
         """Receiver inputs [c r N d] of one stage: base + Σ_s mask[r, s] · delta_s."""
-        m = masks[:, st.rows, : st.n_senders_before]  # [c r sender]
+        m = masks[:, st.rows, : st.n_senders_before]  # [c r sender] (positional: [c r sender span])
         c, r = m.shape[:2]
+        if m.dim() == 4:
+            return mix_by_span_autograd(self._dense, m, base, st.n_senders_before, st.rows.start,
+                                        self.spans).view(c, r, *base.shape)
         return self._dense(m, base, st.n_senders_before, st.rows.start).view(c, r, *base.shape)
 
 
@@ -302,6 +338,7 @@ def run_autograd(
     positions: Tensor | None,
     start: Prefix | None,
     grad_deltas: Tensor | None = None,
+    spans: SpanIndex | None = None,
 ) -> Tensor:
     """The patched run under autograd: masks [c receiver sender] -> logits [c b v] at
     `positions` (or [c b p v]). Every configuration computes every component (autograd needs
@@ -313,7 +350,14 @@ def run_autograd(
     d = cfg.d_model
     masks, abl, base, rot, shared, first = run_inputs(model, graph, tokens, ablation, masks, start)
     deltas = _Deltas(shared, c, len(graph.senders), grad_deltas)
-    if masks.requires_grad:
+    deltas.spans = spans
+    read = [] if positions is None or spans is None else \
+        spans.ids[torch.arange(b, device=tokens.device) * p + positions].unique().tolist()  # the metric's spans
+    if masks.requires_grad and masks.dim() == 4 and uniform_over_spans(masks.detach(), graph.stages, read):
+        deltas.msink = _MaskGradSink(masks.shape, deltas)  # EAP, EAP-IG: the plain run, gradient per span
+        deltas.msink.spans, deltas.msink.d = spans, d
+        masks = _SpanMaskGrad.apply(masks, deltas.msink, graph.stages[-1].rows, read[0])
+    elif masks.requires_grad and masks.dim() == 3:  # other positional masks take autograd's own path
         deltas.msink = _MaskGradSink(masks.shape, deltas)
         masks = _DeferredMaskGrad.apply(masks, deltas.msink)
     logits = None

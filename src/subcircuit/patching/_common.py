@@ -24,7 +24,8 @@ def run_inputs(model: Transformer, graph: Graph, tokens: Tensor, ablation: Ablat
     first stage to run."""
     b, p = tokens.shape
     N, d = b * p, model.cfg.d_model
-    masks = masks * graph.exists.to(masks.device, masks.dtype)
+    exists = graph.exists.to(masks.device, masks.dtype)
+    masks = masks * (exists[..., None] if masks.dim() == 4 else exists)  # positional: [c r s span]
     abl = ablation.outputs.reshape(len(graph.senders), N, d)
     base = ablation.base.reshape(len(graph.stages), N, d)
     rot = rotary_tables(model.cfg, p, tokens.device, model.W_E.dtype)

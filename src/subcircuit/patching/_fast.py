@@ -36,6 +36,7 @@ from subcircuit.models.attention import attention, post_attention
 from subcircuit.models.transformer import Transformer, mlp, unembed
 from subcircuit.patching._common import qkv_inputs, run_inputs
 from subcircuit.patching._memo import Memo
+from subcircuit.patching._positions import SpanIndex
 from subcircuit.patching._senders import Senders
 
 if TYPE_CHECKING:
@@ -54,11 +55,13 @@ def run_fast(
     stop_stage: int | None = None,
     skip_dead: bool = True,
     memo: Memo | None = None,
+    spans: SpanIndex | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """The patched run without autograd (`patching._run` is its autograd reference): masks
     [c receiver sender] -> (logits [c b v] at
     `positions` or [c b p v], deltas [c sender N d] if `want_deltas`). `memo`: reuse component
-    outputs across runs on the same batch, ablation and prefix cache (see `Memo`)."""
+    outputs across runs on the same batch, ablation and prefix cache (see `Memo`). Positional
+    masks [c receiver sender span] need `spans` (see `_positions`)."""
     cfg = model.cfg
     c = masks.shape[0]
     b, p = tokens.shape
@@ -67,8 +70,8 @@ def run_fast(
     if memo is not None:
         cache = None if start is None else (start.deltas if start.deltas._base is None else start.deltas._base)
         memo.bind(ablation, tokens, cache)
-    store = Senders(prefix, c, len(graph.senders), memo, None if start is None else start.total)
-    alive = masks.ne(0).flatten(0, 1).any(0).cpu() if skip_dead else None
+    store = Senders(prefix, c, len(graph.senders), memo, None if start is None else start.total, spans)
+    alive = masks.ne(0).transpose(0, 2).flatten(1).any(1).cpu() if skip_dead else None
     stop = len(graph.stages) if stop_stage is None else stop_stage
     # Only the metric's positions are needed from the last attention stage on: its queries, and
     # every later component (position-wise), run there only.

@@ -46,7 +46,8 @@ class Memo:
         return None
 
     def put(self, key: tuple[int, int, bool], rows: Tensor, ver: Tensor, delta: Tensor, version: int) -> None:
-        cols = rows.ne(0).any(0).nonzero().flatten().cpu()
+        nz = rows.ne(0).any(0)
+        cols = (nz.any(-1) if nz.dim() > 1 else nz).nonzero().flatten().cpu()  # positional rows [k hi span]
         self.entries[key] = (rows.clone(), cols, ver[cols].clone(), delta.clone(), version)
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from subcircuit.patching._memo import Memo
+from subcircuit.patching._positions import SpanIndex, mix_by_span
 
 SHARED, CONFIG, ZERO = 0, 1, 2
 
@@ -22,7 +23,7 @@ class Senders:
     `mix`."""
 
     def __init__(self, prefix: Tensor, c: int, n_senders: int, memo: Memo | None = None,
-                 total: Tensor | None = None) -> None:
+                 total: Tensor | None = None, spans: SpanIndex | None = None) -> None:
         self.pre, self.c, self.s0, self.n = prefix, c, prefix.shape[0], prefix.shape[0]
         later, shape = n_senders - self.s0, prefix.shape[1:]
         self.kind = torch.full((n_senders,), SHARED, dtype=torch.int8)
@@ -34,6 +35,7 @@ class Senders:
                                         else total.to(self.acc)}
         self.ver = torch.zeros(n_senders, dtype=torch.long)  # see `Memo`
         self.memo = memo if memo is not None else Memo()
+        self.spans = spans  # where the spans are, for positional weights [c r hi span]
 
     def append(self, n_out: int, shared: tuple[Tensor, Tensor] | None = None,
                config: tuple[Tensor, Tensor] | None = None, pick: Tensor | None = None,
@@ -79,16 +81,20 @@ class Senders:
     def varying_rows(self, m: Tensor) -> Tensor:
         """[r] whether each receiver (weights m [c r hi]) may see different inputs in different
         configurations: its weights differ, or it reads a per-configuration sender."""
-        differs = (m != m[:1]).any(-1).any(0)
-        v = (self.kind[: m.shape[-1]] == CONFIG).to(m.device)
+        c, r = m.shape[:2]
+        differs = (m != m[:1]).reshape(c, r, -1).any(-1).any(0)
+        v = (self.kind[: m.shape[2]] == CONFIG).to(m.device)
         if bool(v.any()):
-            differs |= (m[:, :, v] != 0).any(-1).any(0)
+            differs |= (m[:, :, v] != 0).reshape(c, r, -1).any(-1).any(0)
         return differs.cpu()
 
     def mix(self, w: Tensor, base: Tensor, pick: Tensor | None = None) -> Tensor:
         """Receiver inputs base + Σ_s w[:, :, s]·delta_s -> [c' r N' d] for weights w [c' r hi]
         (c' = 1: configuration 0 only, or c), base [N d]. pick [n] (optional; required once
-        senders are kept at positions only): the flattened positions to compute (N' = n)."""
+        senders are kept at positions only): the flattened positions to compute (N' = n).
+        Positional weights w [c' r hi span] mix each token with its span's weights."""
+        if w.dim() == 4:
+            return mix_by_span(self, w, base, pick)
         c1, r, hi = w.shape
         kind = self.kind[:hi]
         real = (kind != ZERO).to(w.device)

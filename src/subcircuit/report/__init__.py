@@ -32,12 +32,13 @@ def write_report(folder: str | Path, circuit: Any, roles: Mapping[str, HeadRoles
     """Draw `circuit.svg` and `report.html` of `circuit` into `folder`, with head `roles` (by
     head name; none when None) and `roles_note` (why there are no roles, shown in the report).
     Returns (svg path, html path)."""
+    from subcircuit.positional import fold_circuit
     from subcircuit.report.html import render_html
     from subcircuit.report.svg import render_svg
 
     folder = Path(folder)
     found = dict(roles or {})
     svg_path, html_path = folder / SVG_FILE, folder / HTML_FILE
-    atomic_write_text(svg_path, render_svg(circuit, found))
+    atomic_write_text(svg_path, render_svg(fold_circuit(circuit), found))  # positional circuits: folded
     atomic_write_text(html_path, render_html(circuit, found, folder, roles_note=roles_note))
     return svg_path, html_path

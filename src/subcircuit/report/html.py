@@ -19,7 +19,10 @@ from typing import Any
 
 from subcircuit.errors import UserError
 from subcircuit.graph import parse_node
+from subcircuit.positional import fold_circuit
 from subcircuit.report.roles import CUTOFFS, ROLES, HeadRoles
+from subcircuit.report.spans import CSS as SPANS_CSS
+from subcircuit.report.spans import spans_section
 from subcircuit.report.svg import DEFAULT_MAX_EDGES, HTML_MAX_EDGES, fmt_score, ranked_edges, render_svg
 
 TOP_EDGES_TABLE = 100
@@ -129,8 +132,8 @@ def render_html(circuit: Any, roles: dict[str, HeadRoles] | None = None, folder:
     """The report of one run as a self-contained HTML document (text)."""
     roles = roles or {}
     folder = Path(folder) if folder is not None else None
-    svg = render_svg(circuit, roles, max_edges=max_edges, interactive=True)
-    n_circuit = len(circuit.in_circuit)
+    svg = render_svg(fold_circuit(circuit), roles, max_edges=max_edges, interactive=True)  # positional: folded
+    n_circuit = len(fold_circuit(circuit).in_circuit)
     n_drawn = min(n_circuit, max_edges)
     default = min(n_drawn, DEFAULT_MAX_EDGES)
     data = {
@@ -163,6 +166,7 @@ def render_html(circuit: Any, roles: dict[str, HeadRoles] | None = None, folder:
 <title>{escape(title)} — subcircuit report</title>
 <style>
 {_asset("report.css")}
+{SPANS_CSS if circuit.spans else ""}
 </style>
 </head>
 <body>
@@ -171,7 +175,8 @@ def render_html(circuit: Any, roles: dict[str, HeadRoles] | None = None, folder:
  · subcircuit {escape(str(circuit.versions.get("subcircuit", "?")))}</p></header>
 <main>
 <section><div class="cards">{_cards(circuit)}</div></section>
-<section><h2>Circuit</h2>
+{spans_section(circuit, roles)}
+<section id="blind-view"><h2>Circuit{" (position-blind view)" if circuit.spans else ""}</h2>
 <div class="controls">{slider}
 <span class="muted">hover an edge for its score · click a node for its role scores</span></div>
 <div class="diagram-wrap"><div class="diagram">

@@ -38,7 +38,8 @@ __all__ = ["RUN_FIELDS", "DiscoverOptions", "run_header"]
 
 # the run-level fields, in the order of `flat()`
 RUN_FIELDS = ("method", "metric", "ablation", "granularity", "n_examples", "seed", "device", "force", "dtype",
-              "offload")
+              "offload", "positions")
+POSITIONS = ("spans",)  # --positions: a position-aware graph with an edge per prompt span
 # run-level fields that do not change the result (left out of a run's header)
 NOT_IN_HEADER = ("device", "force", "offload")
 
@@ -65,6 +66,7 @@ class DiscoverOptions:
     force: bool = False  # run even if the memory estimate exceeds the free memory (`--force`)
     dtype: str | None = None  # compute dtype (`--dtype`); None: float32 on CPU, bfloat16 on CUDA (resolved here)
     offload: str | None = None  # "cpu": layers that do not fit on the GPUs stay in host memory (`--offload cpu`)
+    positions: str | None = None  # "spans": the position-aware graph (`subcircuit.positional`); None: plain
     method_options: Any = None  # an instance of the method's options dataclass (None: its defaults)
     select: SelectOptions | None = None  # score methods only (None: the defaults)
 
@@ -75,6 +77,8 @@ class DiscoverOptions:
             raise UserError(f"--offload {self.offload!r} is not supported; valid: cpu")
         if self.ablation not in ABLATIONS:
             raise unknown("ablation", self.ablation, ABLATIONS)
+        if self.positions is not None and self.positions not in POSITIONS:
+            raise unknown("positions", self.positions, POSITIONS)
         if self.n_examples is not None and (isinstance(self.n_examples, bool) or not isinstance(self.n_examples, int)
                                             or self.n_examples < 1):
             raise UserError(f"--n-examples {self.n_examples} is invalid; expected at least 1")

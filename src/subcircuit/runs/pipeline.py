@@ -29,6 +29,7 @@ sizes runs the method once).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import platform
@@ -56,10 +57,12 @@ from subcircuit.methods import (
 )
 from subcircuit.methods.selection import check_select
 from subcircuit.models import LoadedModel, dtype_name, load
+from subcircuit.positional import PositionalGraph, positional_graph
 from subcircuit.runs.memory import run_budget
 from subcircuit.runs.options import RUN_FIELDS, DiscoverOptions, run_header
 from subcircuit.tasks import get_metric, get_task
 from subcircuit.tasks.base import Task
+from subcircuit.tasks.spans import single_span
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +129,31 @@ def open_session(model: str | Path | LoadedModel, task: str | Path, options: Dis
     metric_name = options.metric or task_obj.metric or "kl"
     metric = get_metric(metric_name)
     graph = build_graph(loaded.cfg, options.granularity)
+    if options.positions == "spans":
+        task_obj, graph = positional_problem(task_obj, graph)
     if options.select is not None:
         check_select(graph, options.select)  # before any work
     torch.manual_seed(options.seed)
     problem = make_problem(loaded.model, graph, task_obj, metric, options.ablation)
     name = str(model) if isinstance(model, str | Path) else loaded.name
     return Session(loaded, task_obj, metric_name, graph, problem, options, name, str(task), load_s, t0)
+
+
+def positional_problem(task: Task, graph: Graph) -> tuple[Task, Graph]:
+    """The task (with one span `all` when it has no span schema) and its positional graph."""
+    if task.span_ids is None:
+        names, ids = single_span(task.name, tuple(task.clean.shape))
+        task = dataclasses.replace(task, span_names=names, span_ids=ids)
+    return task, positional_graph(graph, task.span_names, task.metric_spans)
+
+
+def span_example(task: Task, loaded: LoadedModel) -> list[list[str]]:
+    """The first prompt as [span, token text] pairs, up to the metric's token (for the report)."""
+    tok = getattr(loaded, "tokenizer", None)
+    ids, spans = task.clean[0].tolist(), task.span_ids[0].tolist()  # type: ignore[union-attr]
+    n = int(task.positions[0]) + 1
+    return [[task.span_names[s], tok.decode([t]) if tok is not None else f"{t} "] for t, s in zip(ids[:n], spans[:n],
+                                                                                                  strict=True)]
 
 
 def check_scores(scores: torch.Tensor, graph: Graph, method: str) -> None:
@@ -213,6 +235,8 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
     t_method = time.perf_counter() - t1
     check_scores(scores, graph, options.method)
     params.update(seed=options.seed, n_examples=session.task.n)
+    if isinstance(graph, PositionalGraph):
+        params["span_example"] = span_example(session.task, session.loaded)
     results: dict[str, Any] = measure(session.problem, graph.from_flat(keep.float()), session.baseline)
     check_results(results, options.method)
     results.update(n_edges_total=graph.n_edges, n_edges_in_circuit=int(keep.sum()))
@@ -228,6 +252,7 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
         ablation=options.ablation, metric=session.metric_name, params=params,
         edges=edge_records(graph.edges, scores, keep), results=results, timings_s=timings, versions=versions(),
         options=options.flat(), dtype=dtype_name(session.loaded.model.dtype),
+        spans=list(graph.spans) if isinstance(graph, PositionalGraph) else None,
     )
     session.runs += 1
     if out_dir is not None:

@@ -23,6 +23,7 @@ from subcircuit.evaluation.roles import (
     load_roles,
     save_roles,
 )
+from subcircuit.positional import fold_circuit
 from subcircuit.report import write_report
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def compute_roles(circuit: Circuit, loaded: Any = None, task: Any = None, device
                   ) -> dict[str, HeadRoles]:
     """Role scores of the circuit's heads. Without `loaded`, the model (and the task, from the
     circuit's task name, prompt count and seed) is loaded by name; errors propagate."""
-    heads = circuit_heads(circuit)
+    heads = circuit_heads(fold_circuit(circuit))
     if not heads:
         return {}
     if loaded is None:
@@ -66,7 +67,7 @@ def report_run(folder: str | Path, circuit: Circuit | None = None, loaded: Any =
     note: str | None = None
     written_roles: Path | None = None
     reused = False
-    if roles and circuit_heads(circuit):
+    if roles and circuit_heads(fold_circuit(circuit)):
         if loaded is None and roles_path.exists() and not recompute_roles:
             found = load_roles(roles_path)
             written_roles, reused = roles_path, True

@@ -28,6 +28,8 @@ class Task:
     positions: [b] the position whose next-token logits the metric reads.
     correct, wrong: [b n] answer token ids, padded with -1 when examples have different counts.
     metric: the name of the default metric (see `subcircuit.tasks.metrics`).
+    span_names, span_ids: the task's span schema and [b p] each token's span index in it
+    (`subcircuit.tasks.spans`; empty / None for a task without spans).
     """
 
     name: str
@@ -39,6 +41,8 @@ class Task:
     metric: str = "kl"
     prompts: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    span_names: tuple[str, ...] = ()
+    span_ids: Tensor | None = None
 
     def __post_init__(self) -> None:
         b, p = self.clean.shape
@@ -48,6 +52,16 @@ class Task:
             raise ValueError("positions must be [b] indices inside the prompts")
         if self.correct.shape[0] != b or self.wrong.shape[0] != b:
             raise ValueError("correct and wrong answers need one row per example")
+        if self.span_ids is not None and (self.span_ids.shape != (b, p) or not self.span_names):
+            raise ValueError("span_ids must be [b p] span indices into span_names")
+
+    @property
+    def metric_spans(self) -> tuple[int, ...]:
+        """The span indices where the metric reads (the spans of `positions`)."""
+        if self.span_ids is None:
+            return ()
+        ids = self.span_ids.to(self.positions.device)[torch.arange(self.n, device=self.positions.device), self.positions]
+        return tuple(sorted(set(ids.tolist())))
 
     @property
     def n(self) -> int:
@@ -63,6 +77,7 @@ class Task:
             positions=self.positions.to(device),
             correct=self.correct.to(device),
             wrong=self.wrong.to(device),
+            span_ids=None if self.span_ids is None else self.span_ids.to(device),
         )
 
 

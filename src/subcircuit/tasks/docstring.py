@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from subcircuit.errors import UserError
 from subcircuit.tasks.base import (
     Task,
     TaskSpec,
@@ -36,6 +37,7 @@ from subcircuit.tasks.base import (
     require_tokenizer,
     single_tokens,
 )
+from subcircuit.tasks.spans import token_counts, with_spans
 
 ARG_NAMES = [
     "load", "size", "files", "last", "data", "name", "value", "path", "key", "model", "index", "count",
@@ -50,6 +52,18 @@ WORDS = [
     "market", "story", "sense", "glass", "stone", "light", "water", "money", "table", "plant", "cloud",
 ]
 N_ARGS = 4  # after self; the first two are documented, the third is the answer
+# spans: the def line up to self, the four arguments (each with its comma), the docstring up to
+# the first ':param', the two documented names, the text between and after them, the last ':param'
+SPANS = ("def", "A1", "A2", "A3", "A4", "doc", "P1", "mid", "P2", "post", "END")
+
+
+def _cut(func: str, def_args: list[str], doc_args: list[str], words: list[str]) -> list[tuple[str, str]]:
+    """`_prompt`'s text cut into the spans of `SPANS`."""
+    a = def_args
+    return [("def", f"def {func}(self,"), ("A1", f" {a[0]},"), ("A2", f" {a[1]},"), ("A3", f" {a[2]},"),
+            ("A4", f" {a[3]}):"), ("doc", f'\n    """{words[0]} {words[1]} {words[2]}\n\n    :param'),
+            ("P1", f" {doc_args[0]}"), ("mid", f": {words[3]} {words[4]}\n    :param"), ("P2", f" {doc_args[1]}"),
+            ("post", f": {words[5]} {words[6]}"), ("END", "\n    :param")]
 
 
 def _prompt(func: str, def_args: list[str], doc_args: list[str], words: list[str]) -> str:
@@ -77,7 +91,7 @@ def build_docstring(loaded: Any, n: int, seed: int = 0) -> Task:
         raise ValueError(f"only {len(args)} docstring argument names are single tokens; need {2 * N_ARGS}")
     pool = [a.strip() for a in args]
     rng = random.Random(seed)
-    clean, corrupted, correct, wrong, prompts = [], [], [], [], []
+    clean, corrupted, correct, wrong, prompts, pieces = [], [], [], [], [], []
     while len(clean) < n:
         drawn = rng.sample(pool, 2 * N_ARGS)
         real, fake = drawn[:N_ARGS], drawn[N_ARGS:]
@@ -87,12 +101,19 @@ def build_docstring(loaded: Any, n: int, seed: int = 0) -> Task:
         ci, xi = encode(tok, c), encode(tok, x)
         if len(ci) != len(xi):
             continue
+        cut = _cut(func, real, real[:2], words)
+        try:
+            token_counts(cut, ci, lambda text: encode(tok, text), "docstring")
+        except UserError:  # a token crosses a span boundary for this tokenizer: skip the example
+            continue
+        pieces.append(cut)
         clean.append(ci)
         corrupted.append(xi)
         correct.append([args[" " + real[2]]])
         wrong.append([args[" " + a] for a in (real[0], real[1], real[3])])
         prompts.append(c)
-    return make_task("docstring", clean, corrupted, correct, wrong, pad=pad_id(tok), prompts=tuple(prompts))
+    task = make_task("docstring", clean, corrupted, correct, wrong, pad=pad_id(tok), prompts=tuple(prompts))
+    return with_spans(task, SPANS, pieces, clean, lambda text: encode(tok, text))
 
 
 SPEC = register_task(

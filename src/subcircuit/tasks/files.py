@@ -15,9 +15,18 @@ Example fields (all required, no others allowed):
 For models without a tokenizer (toy and tracr models) prompts are lists of token ids and answers
 are ids: `{"clean": [0, 5, 9, 5], "corrupted": [0, 7, 9, 5], "correct": 9, "wrong": [3, 4]}`.
 
+Spans (optional, for `--positions spans`): an example may cut its clean prompt into named spans
+with a `spans` field, a list of [name, text] pairs whose texts concatenate to the prompt (for
+token-id prompts, [name, token count] pairs):
+`"spans": [["pre", "When"], ["IO", " Mary"], ["and", " and"], ["S1", " John"], ["rest", " went out,"], ["S2", " John"], ["END", " thanked"]]`.
+Each span must end on a token boundary and hold at least one token. The schema (the span
+names) is the header's `spans` list, else the first example's names; every example must then
+mark spans, each span of the schema exactly once (in any order). A prompt that does not match is
+refused with one line naming the file, the line and the spans.
+
 The optional header is the first line and has `"format": "subcircuit.task/1"`, plus optionally
-`name` (default: the file's stem), `metric` (the task's default metric, default `kl`) and
-`description`. Blank lines are skipped. The file must be UTF-8. Any problem is a `UserError` with
+`name` (default: the file's stem), `metric` (the task's default metric, default `kl`),
+`description` and `spans` (the span schema). Blank lines are skipped. The file must be UTF-8. Any problem is a `UserError` with
 one line naming the file, the line number and the field.
 """
 
@@ -25,16 +34,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from subcircuit.errors import UserError
 from subcircuit.tasks.base import Task, context_length, encode, make_task, pad_id
+from subcircuit.tasks.spans import Piece, check_schema, span_ids, token_counts
 
 FORMAT = "subcircuit.task/1"
 EXAMPLE_FIELDS = ("clean", "corrupted", "correct", "wrong")
-HEADER_FIELDS = ("format", "name", "metric", "description")
+HEADER_FIELDS = ("format", "name", "metric", "description", "spans")
+OPTIONAL_FIELDS = ("spans",)
 
 Prompt = str | tuple[int, ...]
 Answer = str | int
@@ -48,6 +59,7 @@ class TaskExample:
     corrupted: Prompt
     correct: tuple[Answer, ...]
     wrong: tuple[Answer, ...]
+    spans: tuple[Piece, ...] | None = None  # the clean prompt cut into named spans (optional)
 
     def to_json(self) -> dict[str, Any]:
         def prompt(p: Prompt) -> Any:
@@ -56,12 +68,15 @@ class TaskExample:
         def answers(a: tuple[Answer, ...]) -> Any:
             return a[0] if len(a) == 1 else list(a)
 
-        return {
+        out = {
             "clean": prompt(self.clean),
             "corrupted": prompt(self.corrupted),
             "correct": answers(self.correct),
             "wrong": answers(self.wrong),
         }
+        if self.spans is not None:
+            out["spans"] = [list(p) for p in self.spans]
+        return out
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class TaskFile:
     description: str
     examples: tuple[TaskExample, ...]
     lines: tuple[int, ...] = field(default=())
+    spans: tuple[str, ...] = ()  # the header's span schema (empty: the first example's, if any)
 
 
 class _Where:
@@ -117,16 +133,29 @@ def _answers(obj: dict[str, Any], key: str, at: _Where) -> tuple[Answer, ...]:
 def _parse_example(obj: Any, at: _Where) -> TaskExample:
     if not isinstance(obj, dict):
         raise at.error(f"expected a JSON object with fields {', '.join(EXAMPLE_FIELDS)}")
-    extra = sorted(set(obj) - set(EXAMPLE_FIELDS))
+    extra = sorted(set(obj) - set(EXAMPLE_FIELDS) - set(OPTIONAL_FIELDS))
     if extra:
-        raise at.error(f"unknown field {extra[0]!r}; valid: {', '.join(EXAMPLE_FIELDS)}")
+        raise at.error(f"unknown field {extra[0]!r}; valid: {', '.join(EXAMPLE_FIELDS + OPTIONAL_FIELDS)}")
     for key in EXAMPLE_FIELDS:
         if key not in obj:
             raise at.error("is missing", key)
     clean, corrupted = _prompt(obj, "clean", at), _prompt(obj, "corrupted", at)
     if isinstance(clean, str) != isinstance(corrupted, str):
         raise at.error("must be of the same kind as 'clean' (both text or both token ids)", "corrupted")
-    return TaskExample(clean, corrupted, _answers(obj, "correct", at), _answers(obj, "wrong", at))
+    return TaskExample(clean, corrupted, _answers(obj, "correct", at), _answers(obj, "wrong", at),
+                       _spans(obj, at))
+
+
+def _spans(obj: dict[str, Any], at: _Where) -> tuple[Piece, ...] | None:
+    value = obj.get("spans")
+    if value is None:
+        return None
+    ok = isinstance(value, list) and value and all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and p[0]
+        and (isinstance(p[1], str) or (isinstance(p[1], int) and not isinstance(p[1], bool))) for p in value)
+    if not ok:
+        raise at.error("must be a non-empty list of [name, text] (or [name, token count]) pairs", "spans")
+    return tuple((p[0], p[1]) for p in value)
 
 
 def _parse_header(obj: dict[str, Any], at: _Where) -> dict[str, str]:
@@ -138,6 +167,9 @@ def _parse_header(obj: dict[str, Any], at: _Where) -> dict[str, str]:
     for key in ("name", "metric", "description"):
         if key in obj and not isinstance(obj[key], str):
             raise at.error("must be a string", key)
+    if "spans" in obj and not (isinstance(obj["spans"], list) and obj["spans"]
+                               and all(isinstance(s, str) and s for s in obj["spans"])):
+        raise at.error("must be a non-empty list of span names", "spans")
     if "metric" in obj:
         from subcircuit.tasks.metrics import METRICS
 
@@ -189,6 +221,7 @@ def read_task_file(path: str | Path) -> TaskFile:
         description=header.get("description", ""),
         examples=tuple(examples),
         lines=tuple(lines),
+        spans=tuple(header.get("spans", ())),
     )
 
 
@@ -223,8 +256,10 @@ def tokenize_task_file(tf: TaskFile, loaded: Any, n: int | None = None) -> Task:
     """Turn a parsed task file into a Task for `loaded`'s tokenizer (first n examples if given)."""
     tok, vocab, n_ctx = getattr(loaded, "tokenizer", None), loaded.cfg.vocab_size, context_length(loaded)
     model = getattr(loaded, "name", "this model")
-    clean, corrupted, correct, wrong, prompts = [], [], [], [], []
+    clean, corrupted, correct, wrong, prompts, pieces, counts = [], [], [], [], [], [], []
     count = len(tf.examples) if n is None else min(n, len(tf.examples))
+    marked = [ex.spans for ex in tf.examples[:count] if ex.spans is not None]
+    schema = tf.spans or (tuple(p[0] for p in marked[0]) if marked else ())
     for ex, lineno in list(zip(tf.examples, tf.lines or range(1, len(tf.examples) + 1), strict=True))[:count]:
         at = _Where(tf.path, lineno)
         ci = _tokens(ex.clean, "clean", tok, vocab, model, at)
@@ -241,7 +276,14 @@ def tokenize_task_file(tf: TaskFile, loaded: Any, n: int | None = None) -> Task:
         correct.append([_answer_id(a, "correct", tok, vocab, model, at) for a in ex.correct])
         wrong.append([_answer_id(a, "wrong", tok, vocab, model, at) for a in ex.wrong])
         prompts.append(ex.clean if isinstance(ex.clean, str) else "")
-    return make_task(
+        if schema:
+            where = f"task file {tf.path}:{lineno}"
+            if ex.spans is None:
+                raise UserError(f"{where}: field 'spans' is missing; the task's schema is {list(schema)}")
+            check_schema(ex.spans, schema, where)
+            counts.append(token_counts(ex.spans, ci, (lambda t: encode(tok, t)) if tok is not None else None, where))
+            pieces.append(ex.spans)
+    task = make_task(
         tf.name,
         clean,
         corrupted,
@@ -252,6 +294,9 @@ def tokenize_task_file(tf: TaskFile, loaded: Any, n: int | None = None) -> Task:
         prompts=tuple(prompts),
         meta={"file": tf.path, "description": tf.description},
     )
+    if not schema:
+        return task
+    return replace(task, span_names=tuple(schema), span_ids=span_ids(schema, pieces, counts, task.clean.shape[1]))
 
 
 def load_task_file(path: str | Path, loaded: Any, n: int | None = None) -> Task:

@@ -38,6 +38,9 @@ from subcircuit.tasks.base import (
     require_tokenizer,
     single_token,
 )
+from subcircuit.tasks.spans import with_spans
+
+SPANS = ("pre", "YY", "mid", "END")  # "The war lasted from the year 17" "32" " to the year" " 17"
 
 NOUNS = [
     "war", "drought", "famine", "siege", "dynasty", "reign", "expedition", "plague", "occupation",
@@ -78,23 +81,27 @@ def build_greater_than(loaded: Any, n: int, seed: int = 0) -> Task:
     variant = detect_variant(tok)
     lo, hi = (2, 98) if variant == "two-digit" else (10, 89)
     rng = random.Random(seed)
-    clean, corrupted, correct, wrong, prompts = [], [], [], [], []
+    clean, corrupted, correct, wrong, prompts, pieces = [], [], [], [], [], []
     while len(clean) < n:
         noun, century, yy = rng.choice(NOUNS), rng.choice(CENTURIES), rng.randint(lo, hi)
+        cut = [("pre", f"The {noun} lasted from the year {century}"), ("YY", f"{yy:02d}"), ("mid", " to the year"),
+               ("END", f" {century}")]
         c = TEMPLATE.format(noun=noun, century=century, yy=f"{yy:02d}")
         x = TEMPLATE.format(noun=noun, century=century, yy="01")
         ci, xi = encode(tok, c), encode(tok, x)
         if len(ci) != len(xi):
             continue
         good, bad = _answers(tok, variant, yy)
+        pieces.append(cut)
         clean.append(ci)
         corrupted.append(xi)
         correct.append(good)
         wrong.append(bad)
         prompts.append(c)
-    return make_task(
+    task = make_task(
         "greater-than", clean, corrupted, correct, wrong, pad=pad_id(tok), prompts=tuple(prompts), meta={"variant": variant}
     )
+    return with_spans(task, SPANS, pieces, clean, lambda text: encode(tok, text))
 
 
 SPEC = register_task(

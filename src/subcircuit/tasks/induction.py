@@ -27,6 +27,9 @@ import random
 from typing import Any
 
 from subcircuit.tasks.base import Task, TaskSpec, make_task, register_task
+from subcircuit.tasks.spans import with_spans
+
+SPANS = ("first", "second")  # the sequence (after BOS), its repetition up to the metric's token
 
 HALF = 20  # L, the length of the repeated sequence (shortened to fit the model's context)
 
@@ -61,7 +64,9 @@ def build_induction(loaded: Any, n: int, seed: int = 0, half: int = HALF) -> Tas
         corrupted.append(prefix + s + r[:-1])
         correct.append([r[-1]])
         wrong.append([other])
-    return make_task("induction", clean, corrupted, correct, wrong, meta={"half": half, "bos": bos})
+    task = make_task("induction", clean, corrupted, correct, wrong, meta={"half": half, "bos": bos})
+    pieces = [[("first", len(prefix) + half), ("second", half - 1)]] * n
+    return with_spans(task, SPANS, pieces, clean)
 
 
 SPEC = register_task(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from subcircuit.errors import UserError
 from subcircuit.tasks.base import (
     Task,
     TaskSpec,
@@ -30,6 +31,11 @@ from subcircuit.tasks.base import (
     require_tokenizer,
     single_tokens,
 )
+from subcircuit.tasks.spans import check_schema, token_counts, with_spans
+
+# The IOI schema: text before the names, the two names (IO and S1, in either order) and the
+# word between them, the text up to the repeated subject S2, S2, the text after it, the last token.
+SPANS = ("pre", "IO", "and", "S1", "mid", "S2", "post", "END")
 
 NAMES = [
     "Mary", "John", "Alice", "Bob", "Tom", "James", "Michael", "David", "Sarah", "Emma", "Paul", "Mark",
@@ -63,13 +69,26 @@ def ioi_names(tokenizer: Any) -> dict[str, int]:
 
 def _example(rng: random.Random, names: list[str]) -> tuple[str, str, str, str]:
     """(clean, corrupted, io, s) for one random template, order and filler."""
+    return _example_cut(rng, names)[:4]
+
+
+def _example_cut(rng: random.Random, names: list[str]) -> tuple[str, str, str, str, list[tuple[str, str]]]:
+    """(clean, corrupted, io, s, the clean prompt cut into the spans of `SPANS`)."""
     template = rng.choice(TEMPLATES)
     fill = {"place": rng.choice(PLACES), "object": rng.choice(OBJECTS)}
     io, s, x, y, z = rng.sample(names, 5)
-    a, b = (io, s) if rng.random() < 0.5 else (s, io)
+    io_first = rng.random() < 0.5
+    a, b = (io, s) if io_first else (s, io)
     clean = template.format(A=a.strip(), B=b.strip(), C=s.strip(), **fill)
     corrupted = template.format(A=x.strip(), B=y.strip(), C=z.strip(), **fill)
-    return clean, corrupted, io, s
+    pre, rest = template.split("{A}")
+    between, rest = rest.split("{B}")
+    mid, post = rest.split("{C}")
+    first, second = ("IO", "S1") if io_first else ("S1", "IO")
+    cut = [("pre", pre.rstrip(" ").format(**fill)), (first, " " + a.strip()), ("and", between.rstrip(" ")),
+           (second, " " + b.strip()), ("mid", mid.rstrip(" ").format(**fill)), ("S2", " " + s.strip()),
+           ("post", post[: -len(" to")].format(**fill)), ("END", " to")]
+    return clean, corrupted, io, s, cut
 
 
 def build_ioi(loaded: Any, n: int, seed: int = 0) -> Task:
@@ -80,18 +99,25 @@ def build_ioi(loaded: Any, n: int, seed: int = 0) -> Task:
         raise ValueError(f"only {len(names)} IOI names are single tokens for this tokenizer; need at least 5")
     rng = random.Random(seed)
     pool = list(names)
-    clean, corrupted, correct, wrong, prompts = [], [], [], [], []
+    clean, corrupted, correct, wrong, prompts, pieces = [], [], [], [], [], []
     while len(clean) < n:
-        c, x, io, s = _example(rng, pool)
+        c, x, io, s, cut = _example_cut(rng, pool)
         ci, xi = encode(tok, c), encode(tok, x)
         if len(ci) != len(xi):  # a name merged with its neighbour; vanishingly rare, skip
             continue
+        check_schema(cut, SPANS, "ioi")
+        try:
+            token_counts(cut, ci, lambda text: encode(tok, text), "ioi")
+        except UserError:  # a token crosses a span boundary for this tokenizer: skip the example
+            continue
+        pieces.append(cut)
         clean.append(ci)
         corrupted.append(xi)
         correct.append([names[io]])
         wrong.append([names[s]])
         prompts.append(c)
-    return make_task("ioi", clean, corrupted, correct, wrong, pad=pad_id(tok), prompts=tuple(prompts))
+    task = make_task("ioi", clean, corrupted, correct, wrong, pad=pad_id(tok), prompts=tuple(prompts))
+    return with_spans(task, SPANS, pieces, clean, lambda text: encode(tok, text))
 
 
 SPEC = register_task(

@@ -51,7 +51,7 @@ def acdc_reference(problem: Problem, tau: float, abs_value: bool = False, *, ini
     if isinstance(tau, bool) or not isinstance(tau, int | float) or math.isnan(tau) or tau < 0:
         raise UserError(f"threshold {tau!r} is invalid; expected a number >= 0")
     graph, task, model = problem.graph, problem.task, problem.model
-    engine = Patcher(model, graph, task.clean, problem.ablation, positions=None)
+    engine = Patcher(model, graph, task.clean, problem.ablation, positions=None, spans=task.span_ids)
     rows = torch.arange(task.n, device=task.clean.device)
     base = problem.base_logits if problem.base_logits.dtype == torch.float64 else problem.base_logits.float()
 
