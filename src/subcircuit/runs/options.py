@@ -5,7 +5,8 @@ A run is (model, task, `DiscoverOptions`):
 
 - run-level fields, the same for every method: the method's name, the metric, the ablation, the
   graph's granularity, the prompts (`n_examples`, `seed`), the device and `force` (run even when
-  the memory estimate exceeds the free memory);
+  the memory estimate exceeds the free memory), and `n_eval`, the held-out evaluation prompts
+  (`tasks.split`; it does not change the circuit, so it is not in the run's header);
 - `method_options`: an instance of the method's own frozen options dataclass (its
   `MethodSpec.options`; `methods.base.option` fields), at its defaults when not given;
 - `select`: for a score method (`MethodSpec.selects_circuit` False), how the run chooses its
@@ -34,9 +35,9 @@ from subcircuit.patching import ABLATIONS
 __all__ = ["RUN_FIELDS", "DiscoverOptions", "run_header"]
 
 # the run-level fields, in the order of `flat()`
-RUN_FIELDS = ("method", "metric", "ablation", "granularity", "n_examples", "seed", "device", "force")
-# run-level fields that do not change the result (left out of a run's header)
-NOT_IN_HEADER = ("device", "force")
+RUN_FIELDS = ("method", "metric", "ablation", "granularity", "n_examples", "seed", "device", "force", "n_eval")
+# run-level fields that do not change the circuit (left out of a run's header)
+NOT_IN_HEADER = ("device", "force", "n_eval")
 
 
 def _names(options_type: type) -> list[str]:
@@ -55,6 +56,7 @@ class DiscoverOptions:
     seed: int = 0
     device: str = "cpu"
     force: bool = False  # run even if the memory estimate exceeds the free memory (`--force`)
+    n_eval: int | None = None  # held-out prompts (`--n-eval`; None: tasks.split.DEFAULT_N_EVAL; 0: none)
     method_options: Any = None  # an instance of the method's options dataclass (None: its defaults)
     select: SelectOptions | None = None  # score methods only (None: the defaults)
 
@@ -65,6 +67,9 @@ class DiscoverOptions:
         if self.n_examples is not None and (isinstance(self.n_examples, bool) or not isinstance(self.n_examples, int)
                                             or self.n_examples < 1):
             raise UserError(f"--n-examples {self.n_examples} is invalid; expected at least 1")
+        if self.n_eval is not None and (isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int)
+                                        or self.n_eval < 0):
+            raise UserError(f"--n-eval {self.n_eval} is invalid; expected 0 or more")
         if self.method_options is None:
             object.__setattr__(self, "method_options", spec.options())
         elif type(self.method_options) is not spec.options:
