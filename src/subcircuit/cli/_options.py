@@ -26,6 +26,10 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 AblationOpt = Annotated[str, typer.Option("--ablation", help="corrupted, mean or zero.")]
 GranularityOpt = Annotated[str, typer.Option("--granularity", help="heads-qkv, heads or layers.")]
 NExamplesOpt = Annotated[int | None, typer.Option("--n-examples", help="Number of prompts.")]
+NEvalOpt = Annotated[int | None, typer.Option("--n-eval", help="Held-out evaluation prompts, none of them among the "
+                                                             "discovery prompts (default 64; 0: none).")]
+BootstrapOpt = Annotated[int | None, typer.Option("--bootstrap", help="Rerun the method on B resampled discovery sets: "
+                                                                      "edge frequencies, intervals, stable core.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even if the memory estimate exceeds the free memory.")]
 RunDirArg = Annotated[Path, typer.Argument(help="Run folder holding circuit.json.")]
 AgainstOpt = Annotated[

@@ -70,3 +70,39 @@ class HeldOut:
                 "metric_empty_circuit_heldout": base.empty,
                 "faithfulness_heldout": faithfulness_value(value, base.full, base.empty),
                 "n_examples_heldout": self.n}
+
+
+def run_prompts(c: Any, device: str = "cpu", prompts: str = "heldout", n_eval: int | None = None
+                ) -> tuple[Any, Graph, Task, Metric]:
+    """(loaded model, graph, task, metric) of a finished run (a `Circuit`), with its discovery
+    prompts (`prompts="discovery"`: the run's n_examples and seed) or its held-out prompts
+    (`"heldout"`: as the run drew them, `tasks.split`; `n_eval` default: the run's own count).
+    A UserError when the run has no held-out prompts."""
+    from subcircuit.errors import UserError
+    from subcircuit.graph import build_graph
+    from subcircuit.models import load
+    from subcircuit.tasks import get_metric, get_task
+    from subcircuit.tasks.split import heldout_task
+
+    if prompts not in ("heldout", "discovery"):
+        raise UserError(f"--prompts {prompts!r} is invalid; valid: heldout, discovery")
+    loaded = load(c.model, device)
+    seed = int(c.params.get("seed", 0))
+    task = get_task(c.task, loaded, c.params.get("n_examples"), seed)
+    if prompts == "heldout":
+        n = n_eval if n_eval is not None else c.results.get("n_examples_heldout", c.options.get("n_eval"))
+        ev = heldout_task(c.task, loaded, task, n, seed)
+        if ev is None:
+            raise UserError(f"run of {c.model!r} / {c.task!r} has no held-out prompts; use --prompts discovery")
+        task = ev
+    return loaded, build_graph(loaded.cfg, c.granularity), task, get_metric(c.metric)
+
+
+def measure_run(c: Any, device: str = "cpu", n_eval: int | None = None) -> dict[str, Any]:
+    """The held-out `results` fields of a finished run, measured now (for a circuit file made
+    without them)."""
+    import torch
+
+    loaded, graph, task, metric = run_prompts(c, device, "heldout", n_eval)
+    torch.manual_seed(int(c.params.get("seed", 0)))
+    return HeldOut(loaded.model, graph, task, metric, c.ablation).measure(graph.mask_from_edges(c.in_circuit))
