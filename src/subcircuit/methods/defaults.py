@@ -6,8 +6,8 @@ A run that does not name a metric or a ranking gets the method's own (`RECOMMEND
 |---|---|---|---|---|
 | eap | the task's own (logit difference for IOI) | abs | top | MIB (run_attribution: logit_diff; top-n by \\|score\\|) |
 | eap-ig | the task's own | abs | top | Hanna et al. 2024 / MIB (EAP-IG repo: `apply_topn(absolute=True)`) |
-| acdc | kl | — | its own walk | Conmy et al. 2023 (KL divergence recommended) |
-| edge-pruning | kl | — | its own (top by log α) | Bhaskar et al. 2024 (KL to the full model) |
+| acdc | the task's default (kl; l2 for tracr) | — | its own walk | Conmy et al. 2023 (KL divergence) |
+| edge-pruning | the task's default (kl; l2 for tracr) | — | its own (top by log α) | Bhaskar et al. 2024 (KL) |
 | others | the task's default | signed | top | — |
 
 "the task's own" is the metric its paper reports (`TaskSpec.natural_metric`; a task file's header
@@ -44,8 +44,9 @@ class Recommended:
 RECOMMENDED: dict[str, Recommended] = {
     "eap": Recommended(NATURAL, "abs", "MIB: logit difference (the task's metric), top-n by |score|"),
     "eap-ig": Recommended(NATURAL, "abs", "Hanna et al. 2024 / MIB: the task's metric, top-n by |score|"),
-    "acdc": Recommended("kl", "signed", "Conmy et al. 2023: KL divergence"),
-    "edge-pruning": Recommended("kl", "signed", "Bhaskar et al. 2024: KL divergence to the full model"),
+    "acdc": Recommended(None, "signed", "Conmy et al. 2023: KL divergence (the task's default metric)"),
+    "edge-pruning": Recommended(None, "signed", "Bhaskar et al. 2024: KL divergence to the full model "
+                                "(the task's default metric)"),
 }
 
 #: methods whose scores are first-order (gradient) estimates of the metric change
