@@ -231,7 +231,7 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
     if session.metric_by_default:
         by_default = ["metric", *by_default]
     warning = bad_combination(options.method, session.metric_name, None if select is None else select.ranking)
-    if warning:
+    if warning and session.runs == 0:  # once per session (not again for each run of a sweep or bootstrap)
         log.warning("%s", warning)
     if keep is None:
         assert select is not None
