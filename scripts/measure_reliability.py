@@ -41,8 +41,10 @@ def defaults(loaded) -> None:
     print("| method | metric | ranking | default | edges | faithfulness (16 discovery prompts, own metric) "
           "| held-out, logit diff | held-out, KL | s |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
-    plan = [(m, r) for m in ("eap", "eap-ig") for r in ("signed", "abs")] + [("edge-pruning", None)]
-    for metric in ("logit-diff", "kl"):
+    plan = [(m, r) for m in ("eap", "eap-ig") for r in ("signed", "abs")]
+    phases = [("logit-diff", plan), ("kl", plan), ("kl", [("edge-pruning", None)]),
+              ("logit-diff", [("edge-pruning", None)])]
+    for metric, plan in phases:
         s = open_session(loaded, TASK, DiscoverOptions.build("eap", metric=metric, n_examples=N, n_eval=0))
         if not judges:
             judges = {m: HeldOut(loaded.model, s.graph, ev, get_metric(m)) for m in ("logit-diff", "kl")}
@@ -65,7 +67,8 @@ def defaults(loaded) -> None:
 def heldout(loaded) -> None:
     from subcircuit.runs.demo import IOI_RUNS
 
-    plan = [(label, DiscoverOptions.build(**{**opts, "n_eval": N_EVAL})) for label, opts in IOI_RUNS]
+    plan = [(label, DiscoverOptions.build(**{**opts, "n_eval": N_EVAL})) for label, opts in IOI_RUNS
+            if len(sys.argv) < 3 or label == sys.argv[2]]
     s = open_session(loaded, TASK, plan[0][1])
     print("| run | edges | faithfulness, 16 discovery prompts | faithfulness, 64 held-out prompts | s |")
     print("|---|---|---|---|---|")

@@ -82,7 +82,7 @@ def test_defaults_are_recorded_and_bad_combinations_warned(caplog):
     c = discover(loaded, "induction", DiscoverOptions.build("eap-ig", edges=5, ig_steps=2, n_examples=6, n_eval=0),
                  report=False)
     assert c.metric == "nll"  # induction's own metric (MIB: the task's metric for EAP-IG)
-    assert c.params["ranking"] == "abs" and c.params["defaults"]["chosen"] == ["metric", "ranking"]
+    assert c.params["ranking"] == "signed" and c.params["defaults"]["chosen"] == ["metric", "ranking"]
     given = DiscoverOptions.build("eap-ig", edges=5, ig_steps=2, n_examples=6, n_eval=0, metric="kl",
                                   ranking="signed")
     with caplog.at_level(logging.WARNING):
@@ -90,5 +90,9 @@ def test_defaults_are_recorded_and_bad_combinations_warned(caplog):
     assert "defaults" not in c2.params and c2.params["ranking"] == "signed"
     warned = [r.message for r in caplog.records if "--ranking signed" in r.message]
     assert len(warned) == 1 and "\n" not in warned[0]
+    from subcircuit.methods.defaults import ranking_for
+
+    assert ranking_for("eap-ig", "kl") == "abs" and ranking_for("eap-ig", "logit-diff") == "signed"
+    assert ranking_for("eap", "logit-diff") == "abs" and ranking_for("hisp", "kl") == "signed"
     assert bad_combination("eap-ig", "kl", "abs") is None and bad_combination("acdc", "kl", None) is None
     assert bad_combination("eap", "kl", "abs") is not None

@@ -57,7 +57,7 @@ from subcircuit.methods import (
     no_progress,
     select_circuit,
 )
-from subcircuit.methods.defaults import bad_combination, recommended, resolve_metric
+from subcircuit.methods.defaults import bad_combination, ranking_for, recommended, resolve_metric
 from subcircuit.methods.selection import check_select
 from subcircuit.models import LoadedModel, load
 from subcircuit.runs.options import RUN_FIELDS, DiscoverOptions, run_header
@@ -148,15 +148,15 @@ def _natural_metric(task: str | Path, task_obj: Task) -> str | None:
     return spec.natural_metric if spec is not None else task_obj.metric
 
 
-def resolve_select(options: DiscoverOptions) -> tuple[Any, list[str]]:
-    """(the run's selection with the method's recommended ranking filled in, the choices taken
-    from the method's defaults)."""
+def resolve_select(options: DiscoverOptions, metric: str) -> tuple[Any, list[str]]:
+    """(the run's selection with the method's recommended ranking under `metric` filled in, the
+    choices taken from the method's defaults)."""
     sel = options.select
     if sel is None or sel.ranking is not None:
         return sel, []
     from dataclasses import replace
 
-    return replace(sel, ranking=recommended(options.method).ranking), ["ranking"]
+    return replace(sel, ranking=ranking_for(options.method, metric)), ["ranking"]
 
 
 def check_scores(scores: torch.Tensor, graph: Graph, method: str) -> None:
@@ -227,7 +227,7 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
     res = _method_result(session, options, ctx)
     scores, keep, params = res.scores, res.in_circuit, dict(res.params)
     info: dict[str, Any] = {}
-    select, by_default = resolve_select(options)
+    select, by_default = resolve_select(options, session.metric_name)
     if session.metric_by_default:
         by_default = ["metric", *by_default]
     warning = bad_combination(options.method, session.metric_name, None if select is None else select.ranking)
