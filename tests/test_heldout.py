@@ -135,3 +135,23 @@ def test_resample_draws_from_the_discovery_prompts():
     task = get_task("induction", id_model(), 10, 0)
     r = resample_task(task, 5)
     assert r.n == 10 and set(prompt_keys(r)) <= set(prompt_keys(task))
+
+
+def test_cli_discover_and_evaluate_show_heldout(capsys, tmp_path):
+    from subcircuit import cli
+
+    out = tmp_path / "run"
+    rc = cli.run_cli(["discover", "--model", "toy-induction-2l", "--task", "induction", "--method", "eap",
+                      "--edges", "5", "--n-examples", "8", "--n-eval", "0", "--out", str(out)])
+    assert rc == 0 and "held-out" not in capsys.readouterr().out
+    rc = cli.run_cli(["evaluate", str(out), "--n-eval", "16"])  # measured now: the run had none
+    text = capsys.readouterr().out
+    assert rc == 0 and "held-out (16 prompts)" in text
+    rc = cli.run_cli(["evaluate", str(out), "--prompts", "discovery"])
+    assert rc == 0 and "held-out" not in capsys.readouterr().out
+    assert cli.run_cli(["evaluate", str(out), "--prompts", "test"]) == 2
+    rc = cli.run_cli(["discover", "--model", "toy-induction-2l", "--task", "induction", "--method", "eap",
+                      "--edges", "5", "--n-examples", "8", "--n-eval", "12", "--bootstrap", "2", "--out",
+                      str(tmp_path / "b")])
+    text = capsys.readouterr().out
+    assert rc == 0 and "held-out (12 prompts)" in text and "bootstrap (2 reruns)" in text

@@ -90,7 +90,7 @@ def run_prompts(c: Any, device: str = "cpu", prompts: str = "heldout", n_eval: i
     seed = int(c.params.get("seed", 0))
     task = get_task(c.task, loaded, c.params.get("n_examples"), seed)
     if prompts == "heldout":
-        n = n_eval if n_eval is not None else c.results.get("n_examples_heldout", c.options.get("n_eval"))
+        n = n_eval if n_eval is not None else c.results.get("n_examples_heldout")  # None: the default count
         ev = heldout_task(c.task, loaded, task, n, seed)
         if ev is None:
             raise UserError(f"run of {c.model!r} / {c.task!r} has no held-out prompts; use --prompts discovery")
