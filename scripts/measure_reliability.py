@@ -3,7 +3,7 @@ per-method defaults, on SmolLM2-135M IOI (16 discovery prompts, 64 held-out prom
 
     python scripts/measure_reliability.py defaults   # EAP, EAP-IG, Edge Pruning at 1% of edges: old vs new defaults
     python scripts/measure_reliability.py heldout    # the demo's EAP-IG and ACDC circuits: discovery vs held-out
-    python scripts/measure_reliability.py bootstrap  # EAP-IG --bootstrap 10 (--edges 100)
+    python scripts/measure_reliability.py bootstrap  # EAP-IG --bootstrap 10 (--edges 100, logit diff)
 
 Every circuit is scored on the held-out prompts under both logit difference and KL, so that
 circuits found with different metrics can be compared on the same scale. Prints markdown.
@@ -35,9 +35,9 @@ def defaults(loaded) -> None:
 
     disc = get_task(TASK, loaded, N, 0)
     ev = heldout_task(TASK, loaded, disc, N_EVAL, 0)
-    judges = {m: HeldOut(loaded.model, None, ev, get_metric(m)) for m in ()}  # filled per graph below
+    judges: dict[str, HeldOut] = {}  # the same held-out prompts under both metrics (made with the graph)
     old = {("eap", "kl", "signed"), ("eap-ig", "kl", "signed"), ("edge-pruning", "kl", None)}
-    new = {("eap", "logit-diff", "abs"), ("eap-ig", "logit-diff", "abs"), ("edge-pruning", "kl", None)}
+    new = {("eap", "logit-diff", "abs"), ("eap-ig", "logit-diff", "signed"), ("edge-pruning", "kl", None)}
     print("| method | metric | ranking | default | edges | faithfulness (16 discovery prompts, own metric) "
           "| held-out, logit diff | held-out, KL | s |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
