@@ -98,7 +98,7 @@ def test_an_option_the_method_does_not_take_is_refused(capsys):
     from subcircuit.errors import UserError
 
     with pytest.raises(UserError, match=r"^--abs is not an option of eap-ig \(its options: --ig-steps, --ig, "
-                                         r"--edges, --threshold, --sparsity, --selection, --prune\)$"):
+                                         r"--edges, --threshold, --sparsity, --selection, --prune, --ranking\)$"):
         discover("toy-induction-2l", "induction", DiscoverOptions.build(method="eap-ig", abs_value=True, edges=200))
     rc = run_cli(["discover", "--model", "toy-induction-2l", "--task", "induction", "--method", "acdc",
                   "--selection", "greedy", "--out", "/nonexistent/never-written"])

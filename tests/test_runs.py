@@ -122,7 +122,7 @@ def test_build_routes_flat_names_to_the_run_the_method_and_the_selection():
 @pytest.mark.parametrize(("method", "values", "message"), [
     ("eap-ig", {"abs_value": True, "edges": 200},
      r"^--abs is not an option of eap-ig \(its options: --ig-steps, --ig, --edges, --threshold, --sparsity, "
-     r"--selection, --prune\)$"),
+     r"--selection, --prune, --ranking\)$"),
     ("acdc", {"selection": "greedy"}, r"^--selection is not an option of acdc \(its options: --threshold, "),
     ("random", {"ig_steps": 3}, r"^--ig-steps is not an option of random \(its options: --edges, "),
     ("edge-pruning", {"prune": True}, r"^--prune is not an option of edge-pruning "),

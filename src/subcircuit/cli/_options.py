@@ -34,6 +34,10 @@ PositionsOpt = Annotated[
                                                  "(docs/positions.md).")
 ]
 NExamplesOpt = Annotated[int | None, typer.Option("--n-examples", help="Number of prompts.")]
+NEvalOpt = Annotated[int | None, typer.Option("--n-eval", help="Held-out evaluation prompts, none of them among the "
+                                                             "discovery prompts (default 64; 0: none).")]
+BootstrapOpt = Annotated[int | None, typer.Option("--bootstrap", help="Rerun the method on B resampled discovery sets: "
+                                                                      "edge frequencies, intervals, stable core.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even if the memory estimate exceeds the free memory.")]
 RunDirArg = Annotated[Path, typer.Argument(help="Run folder holding circuit.json.")]
 AgainstOpt = Annotated[

@@ -37,13 +37,21 @@ def demo(
     print_demo_summary(runs, demo_lib.write_index(str(runs_dir), runs))
 
 
+def heldout_cell(res: dict[str, Any]) -> str:
+    """'0.912 (64)': held-out faithfulness and the number of held-out prompts ('—' without)."""
+    if "n_examples_heldout" not in res:
+        return "—"
+    f = res.get("faithfulness_heldout")
+    return f"{'n/a' if f is None else f'{f:.3f}'} ({res['n_examples_heldout']})"
+
+
 def print_discovery(runs: list[Any]) -> None:
     """A table of the demo's ACDC runs, then each circuit's edges."""
     c = out()
     c.print()
     c.print("[bold]ACDC on the models with known circuits[/] (circuit.json in each folder)")
     table = Table()
-    for col in ("run", "edges kept", "faithfulness", "matches the known circuit", "time", "folder"):
+    for col in ("run", "edges kept", "faithfulness", "held-out", "matches the known circuit", "time", "folder"):
         table.add_column(col)
     for r in runs:
         res = r.circuit.results
@@ -51,7 +59,8 @@ def print_discovery(runs: list[Any]) -> None:
         match = "—" if r.reference is None else ("yes, exactly" if set(r.reference) == set(r.circuit.in_circuit)
                                                  else f"no ({len(set(r.reference) ^ set(r.circuit.in_circuit))} differ)")
         table.add_row(r.label, f"{res['n_edges_in_circuit']} / {res['n_edges_total']}",
-                      "n/a" if faith is None else f"{faith:.3f}", match, f"{r.seconds:.1f} s", str(r.folder))
+                      "n/a" if faith is None else f"{faith:.3f}", heldout_cell(res), match, f"{r.seconds:.1f} s",
+                      str(r.folder))
     c.print(table)
     for r in runs:
         c.print(f"[bold]{r.label}[/]: " + ", ".join(r.circuit.in_circuit))
@@ -67,7 +76,8 @@ def print_demo_summary(runs: list[Any], index: Path) -> None:
     c.print()
     c.print("[bold]Summary[/] (each run folder holds circuit.json, circuit.svg, report.html, roles.json)")
     table = Table()
-    for col in ("run", "edges kept", "faithfulness", "labelled heads (roles measured on the model)", "time"):
+    for col in ("run", "edges kept", "faithfulness", "held-out", "labelled heads (roles measured on the model)",
+                "time"):
         table.add_column(col)
     for r in runs:
         res = r.circuit.results
@@ -75,7 +85,8 @@ def print_demo_summary(runs: list[Any], index: Path) -> None:
         labels = [f"{h} {short_label(lab)}" for h, lab in head_labels(r.folder).items()]
         shown = ", ".join(labels[:5]) + (f" (+{len(labels) - 5})" if len(labels) > 5 else "")
         table.add_row(r.label, f"{res['n_edges_in_circuit']} / {res['n_edges_total']}",
-                      "n/a" if faith is None else f"{faith:.3f}", escape(shown or "—"), f"{r.seconds:.1f} s")
+                      "n/a" if faith is None else f"{faith:.3f}", heldout_cell(res), escape(shown or "—"),
+                      f"{r.seconds:.1f} s")
     c.print(table)
     c.print("Reports (open in a browser; they work offline):")
     for r in runs:

@@ -21,10 +21,12 @@ import typer
 from subcircuit.cli._method_flags import given_values, refuse_unused, registry_flags, registry_order
 from subcircuit.cli._options import (
     AblationOpt,
+    BootstrapOpt,
     DeviceOpt,
     DtypeOpt,
     ForceOpt,
     GranularityOpt,
+    NEvalOpt,
     NExamplesOpt,
     OffloadOpt,
     PositionsOpt,
@@ -78,6 +80,8 @@ def discover(
     resume: Annotated[Path | None, typer.Option("--resume", help="Resume the interrupted run in this folder.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     force: ForceOpt = False,
+    n_eval: NEvalOpt = None,
+    bootstrap: BootstrapOpt = None,
 ) -> None:
     """Find the circuit of a task in a model; writes DIR/circuit.json."""
     from subcircuit.methods import get_method
@@ -91,6 +95,8 @@ def discover(
         refuse_with_resume(ctx, given, flags)
         out_dir = resume
         opts, model, task = options_from_trace(resume, device, force)
+        if n_eval is not None:  # not part of the run's header: it does not change the circuit
+            opts = opts.updated(n_eval=n_eval)
     else:
         if model is None or task is None or out_dir is None:
             missing = [n for n, v in (("--model", model), ("--task", task), ("--out", out_dir)) if v is None]
@@ -99,14 +105,16 @@ def discover(
         refuse_unused(given, flags, method, registry_order(method))
         opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
                                      n_examples=n_examples, seed=seed, device=device, force=force, dtype=dtype,
-                                     offload=offload, positions=positions, **given)
+                                     offload=offload, positions=positions,
+                                     n_eval=n_eval, **given)
         if holds_run(out_dir):
             if not overwrite:
                 raise UserError(f"output folder {str(out_dir)!r} already holds a run; use --overwrite or --resume")
             for f in RUN_FILES:
                 (out_dir / f).unlink(missing_ok=True)
     with edge_progress("discover", "edges tried") as report:
-        circuit = run_discover(model, task, opts, out=out_dir, resume=resume is not None, progress=report)
+        circuit = run_discover(model, task, opts, out=out_dir, resume=resume is not None, progress=report,
+                               bootstrap=bootstrap)
     r = circuit.results
     c = out()
     c.print(f"[bold]{circuit.method}[/] on {circuit.model} / {circuit.task} ({circuit.granularity}, "
@@ -115,6 +123,20 @@ def discover(
     faith = r.get("faithfulness")
     c.print(f"metric: full model {r['metric_full_model']:.4g}, circuit {r['metric_circuit']:.4g}, "
             f"empty {r['metric_empty_circuit']:.4g}; faithfulness {'n/a' if faith is None else f'{faith:.3f}'}")
+    held = r.get("faithfulness_heldout")
+    if "n_examples_heldout" in r:
+        c.print(f"held-out ({r['n_examples_heldout']} prompts): circuit {r['metric_circuit_heldout']:.4g}; "
+                f"faithfulness {'n/a' if held is None else f'{held:.3f}'}")
+    bs = r.get("bootstrap")
+    if isinstance(bs, dict):
+        from subcircuit.evaluation.tables import fmt
+
+        core = bs["stable_core"]
+        c.print(f"bootstrap ({bs['n_reruns']} reruns): size {fmt(bs['size_mean'], 4)} "
+                f"[{', '.join(fmt(x, 4) for x in bs['size_interval'] or [])}], held-out faithfulness "
+                f"{fmt(bs['faithfulness_heldout_mean'], 3)} [{', '.join(fmt(x, 3) for x in bs['faithfulness_heldout_interval'] or [])}], "
+                f"Jaccard {fmt(bs['jaccard_mean'], 3)}; stable core (>= 90%): {core['n_edges']} edges, "
+                f"faithfulness {fmt(core['faithfulness'], 3)}, held-out {fmt(core.get('faithfulness_heldout'), 3)}")
     if "threshold" in circuit.params:
         c.print(f"threshold τ = {circuit.params['threshold']:.4g}; time {circuit.timings_s['total']:.1f} s")
     c.print(f"wrote {out_dir / 'circuit.json'}")

@@ -20,6 +20,7 @@ from subcircuit.cli._options import (
     DtypeOpt,
     ForceOpt,
     GranularityOpt,
+    NEvalOpt,
     NExamplesOpt,
     OffloadOpt,
     OutOpt,
@@ -40,19 +41,36 @@ def evaluate(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = None,
     offload: OffloadOpt = None,
+    prompts: Annotated[str, typer.Option("--prompts", help="heldout (the run's held-out prompts, measured now if the "
+                                                           "run has none recorded) or discovery.")] = "heldout",
+    n_eval: NEvalOpt = None,
 ) -> None:
-    """Faithfulness of a run and, against a reference circuit, edge/node TPR and FPR."""
+    """Faithfulness of a run (on its held-out prompts unless --prompts discovery) and, against a
+    reference circuit, edge/node TPR and FPR."""
+    from subcircuit.errors import UserError
     from subcircuit.evaluation.compare import evaluate_run
     from subcircuit.evaluation.tables import fmt
 
+    if prompts not in ("heldout", "discovery"):
+        raise UserError(f"--prompts {prompts!r} is invalid; valid: heldout, discovery")
     with status(f"evaluating {run_dir} ..."):
-        ev = evaluate_run(run_dir, against, curve, device, dtype, offload)
+        ev = evaluate_run(run_dir, against, curve, device, prompts, dtype, offload)
+        held = dict(ev.circuit.results)
+        if prompts == "heldout" and (n_eval is not None or "n_examples_heldout" not in held):
+            from subcircuit.evaluation.heldout import measure_run
+
+            held.update(measure_run(ev.circuit, device, n_eval, dtype, offload))
     c, r = ev.circuit, ev.circuit.results
     o = out()
     o.print(f"[bold]{c.method}[/] on {c.model} / {c.task} ({c.granularity}, {c.ablation} ablation, metric "
             f"{c.metric}): {ev.n_edges} of {r.get('n_edges_total', len(c.edges))} edges")
     o.print(f"metric: full model {fmt(r.get('metric_full_model'))}, circuit {fmt(r.get('metric_circuit'))}, "
-            f"empty {fmt(r.get('metric_empty_circuit'))}; faithfulness {fmt(r.get('faithfulness'), 3)}")
+            f"empty {fmt(r.get('metric_empty_circuit'))}; faithfulness {fmt(r.get('faithfulness'), 3)} "
+            f"(the {c.params.get('n_examples', '?')} discovery prompts)")
+    if prompts == "heldout":
+        o.print(f"held-out ({held['n_examples_heldout']} prompts): full model {fmt(held['metric_full_model_heldout'])}, "
+                f"circuit {fmt(held['metric_circuit_heldout'])}, empty {fmt(held['metric_empty_circuit_heldout'])}; "
+                f"faithfulness {fmt(held['faithfulness_heldout'], 3)}")
     if ev.curve:
         o.print(f"CPR {ev.curve['cpr']:.4f} (higher is better), CMD {ev.curve['cmd']:.4f} (lower is better)")
     if ev.edge is None:
@@ -125,6 +143,7 @@ def sweep(
     backend: Annotated[str, typer.Option("--backend", help="local (this machine) or ray (a Ray cluster).")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (`ray start --head` prints "
                                                 "it; auto: the local one); none starts a local Ray.")] = None,
+    n_eval: NEvalOpt = None,
     files: Annotated[str, typer.Option("--files", help="Ray: shared (workers write into --out on shared "
                                        "storage) or driver (results sent back and written here).")] = "shared",
 ) -> int | None:
@@ -170,7 +189,7 @@ def sweep(
     refuse_unused(given, flags, method, registry_order(method, selection=False))
     opts = DiscoverOptions.build(method, metric=metric, ablation=ablation, granularity=granularity,
                                  n_examples=n_examples, seed=seed, device=device, dtype=dtype,
-                                 offload=offload, **given)
+                                 offload=offload, n_eval=n_eval, **given)
     with edge_progress("sweep", "sweep") as report:
         res = run_sweep(model, task, opts, number_list(thresholds, float, "--thresholds"),
                         number_list(sizes, int, "--sizes"), out_dir, report, resume=resume, overwrite=overwrite,

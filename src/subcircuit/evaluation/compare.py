@@ -72,6 +72,8 @@ class RunEvaluation:
         out = {"run": str(self.folder), "method": self.circuit.method, "n_edges": self.n_edges,
                "fraction": self.n_edges / max(1, int(r.get("n_edges_total", len(self.circuit.edges)))),
                "faithfulness": r.get("faithfulness")}
+        if r.get("n_examples_heldout"):
+            out["faithfulness_heldout"] = r.get("faithfulness_heldout")
         if self.curve:
             out.update(cpr=self.curve["cpr"], cmd=self.curve["cmd"])
         if self.edge:
@@ -146,8 +148,10 @@ def resolve_against(c: Circuit, against: str | None, g: Graph) -> tuple[str, tor
 
 
 def evaluate_run(folder: str | Path, against: str | None = None, curve: bool = False,
-                 device: str = "cpu", dtype: str | None = None, offload: str | None = None) -> RunEvaluation:
-    """Evaluate one run folder (see the module docstring)."""
+                 device: str = "cpu", prompts: str = "heldout", dtype: str | None = None,
+                 offload: str | None = None) -> RunEvaluation:
+    """Evaluate one run folder (see the module docstring). The curve is measured on the run's
+    held-out prompts (`prompts="heldout"`, when it has them) or on its discovery prompts."""
     folder = Path(folder)
     if not (folder / "circuit.json").exists():
         raise UserError(f"no circuit.json in {str(folder)!r}")
@@ -174,41 +178,43 @@ def evaluate_run(folder: str | Path, against: str | None = None, curve: bool = F
             ev.roc_points["edge"] = pts
         ev.roc_points["point"] = [(ev.edge["fpr"], ev.edge["tpr"])]
     if curve and _scores_every_edge(c):
-        ev.curve = run_curve(folder, c, scores, device, dtype, offload)
+        ev.curve = run_curve(folder, c, scores, device, prompts, dtype, offload)
     return ev
 
 
-def problem_for(c: Circuit, device: str = "cpu", dtype: str | None = None, offload: str | None = None):
-    """Rebuild the run's problem (model, task with its n_examples and seed, metric, ablation), at
-    `dtype` (None: the run's own, from circuit.json, else the device's default)."""
-    from subcircuit.graph import build_graph
+def problem_for(c: Circuit, device: str = "cpu", prompts: str = "discovery", dtype: str | None = None,
+                offload: str | None = None):
+    """Rebuild the run's problem (model, task with its n_examples and seed, metric, ablation),
+    on its discovery or (`prompts="heldout"`) its held-out prompts, at `dtype` (None: the run's own, from circuit.json, else the
+    device's default)."""
+    from subcircuit.evaluation.heldout import run_prompts
     from subcircuit.methods import make_problem
-    from subcircuit.models import load
-    from subcircuit.tasks import get_metric, get_task
 
-    loaded = load(c.model, device, dtype or c.dtype, offload)
-    task = get_task(c.task, loaded, c.params.get("n_examples"), int(c.params.get("seed", 0)))
-    g = build_graph(loaded.cfg, c.granularity)
+    loaded, g, task, metric = run_prompts(c, device, prompts, dtype=dtype, offload=offload)
     torch.manual_seed(int(c.params.get("seed", 0)))
-    return make_problem(loaded.model, g, task, get_metric(c.metric), c.ablation)
+    return make_problem(loaded.model, g, task, metric, c.ablation)
 
 
 def run_curve(folder: Path, c: Circuit, scores: torch.Tensor, device: str = "cpu",
-              dtype: str | None = None, offload: str | None = None) -> dict[str, Any]:
-    """CPR/CMD of a run's scores, cached in folder/evaluation.json."""
+              prompts: str = "heldout", dtype: str | None = None,
+              offload: str | None = None) -> dict[str, Any]:
+    """CPR/CMD of a run's scores on its held-out prompts (its discovery prompts when it has none,
+    or with `prompts="discovery"`), cached in folder/evaluation.json."""
     from subcircuit.evaluation.curves import FRACTIONS, cpr_cmd
 
     cache = folder / EVAL_FILE
     if cache.exists():
         try:
             d = json.loads(cache.read_text())
-            if d.get("fractions") == list(FRACTIONS):
+            if d.get("fractions") == list(FRACTIONS) and d.get("prompts", "discovery") == prompts:
                 return d
         except (json.JSONDecodeError, OSError):
             log.warning("ignoring unreadable %s", cache)
-    problem = problem_for(c, device, dtype, offload)
+    if prompts == "heldout" and not c.results.get("n_examples_heldout"):
+        prompts = "discovery"  # a run made without held-out prompts
+    problem = problem_for(c, device, prompts, dtype, offload)
     res = cpr_cmd(problem, scores)
-    d = {"fractions": list(FRACTIONS), **res.to_dict()}
+    d = {"fractions": list(FRACTIONS), "prompts": prompts, **res.to_dict()}
     atomic_write_text(cache, json.dumps(d, indent=1, default=lambda x: None))
     return d
 
@@ -220,13 +226,13 @@ def compare_runs(paths: list[str | Path], against: str | None = None, curves: bo
                  plots: str | Path | None = None, device: str = "cpu",
                  dtype: str | None = None) -> tuple[list[RunEvaluation], str, list[Path]]:
     """Evaluate several runs; return (evaluations, markdown table, written PNG paths)."""
-    evs = [evaluate_run(f, against, curves, device, dtype) for f in run_folders(paths)]
+    evs = [evaluate_run(f, against, curves, device, dtype=dtype) for f in run_folders(paths)]
     table = markdown_table(evs, against)
     written = [] if plots is None else write_plots(evs, Path(plots), against)
     return evs, table, written
 
 
-TABLE_COLS = ("run", "method", "n_edges", "fraction", "faithfulness", "cpr", "cmd", "edge_tpr", "edge_fpr",
+TABLE_COLS = ("run", "method", "n_edges", "fraction", "faithfulness", "faithfulness_heldout", "cpr", "cmd", "edge_tpr", "edge_fpr",
               "node_tpr", "node_fpr", "auc_edge", "auc_node")
 
 

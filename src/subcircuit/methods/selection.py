@@ -6,7 +6,8 @@ only; the run chooses their circuit with `select_circuit(graph, scores, SelectOp
 `--threshold T` keeps the edges scoring at least T; otherwise `--edges N` (or `--sparsity S`,
 the fraction removed; default 1% of the edges) keeps N edges, the top N (`--selection top`) or
 grown from the logits (`--selection greedy`); `--prune` then drops the edges that lie on no path
-input → logits.
+input → logits. `--ranking abs` ranks (and thresholds) by |score| instead of the signed score; a
+run that does not say gets the method's own ranking (`methods.defaults`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class SelectOptions(Options):
     sparsity: float | None = option(None, "Fraction of edges removed (instead of --edges).")
     selection: Literal["top", "greedy"] = option("top", "top (the best N) or greedy (grow from the logits).")
     prune: bool = option(False, "Drop edges not on a path input -> logits.")
+    ranking: Literal["signed", "abs"] | None = option(
+        None, "Rank edges by signed score or by |score| (default: the method's own, methods/defaults.py).")
 
     def check(self) -> None:
         non_negative("--threshold", self.threshold)
@@ -70,6 +73,11 @@ def select_circuit(graph: Graph, scores: Tensor, opts: SelectOptions) -> tuple[T
     {"n_pruned_disconnected": k} with --prune."""
     params: dict[str, Any] = {}
     info: dict[str, Any] = {}
+    if opts.ranking == "abs":  # rank (and threshold) by magnitude; the stored scores stay signed
+        scores = scores.abs()
+        params["ranking"] = "abs"
+    elif opts.ranking == "signed":
+        params["ranking"] = "signed"
     if opts.threshold is not None:
         keep = select_threshold(scores, opts.threshold)
         params["threshold"] = opts.threshold

@@ -23,6 +23,7 @@ from subcircuit.positional import fold_circuit
 from subcircuit.report.roles import CUTOFFS, ROLES, HeadRoles
 from subcircuit.report.spans import CSS as SPANS_CSS
 from subcircuit.report.spans import spans_section
+from subcircuit.report.stability import heldout_card, stability_section
 from subcircuit.report.svg import DEFAULT_MAX_EDGES, HTML_MAX_EDGES, fmt_score, ranked_edges, render_svg
 
 TOP_EDGES_TABLE = 100
@@ -63,6 +64,9 @@ def _cards(circuit: Any) -> str:
         (_value(r.get("metric_empty_circuit")), f"{escape(circuit.metric)}: empty circuit"),
         (f"{circuit.timings_s['total']:.1f} s" if "total" in circuit.timings_s else "n/a", "total time"),
     ]
+    held = heldout_card(circuit)
+    if held is not None:
+        items.insert(2, held)
     return "".join(f'<div class="card"><div class="v">{v}</div><div class="k">{k}</div></div>' for v, k in items)
 
 
@@ -183,6 +187,7 @@ def render_html(circuit: Any, roles: dict[str, HeadRoles] | None = None, folder:
 {svg}</div>
 <div id="node-panel"><span class="muted">Click a node to see its role scores and edges.</span></div></div>
 </section>
+{stability_section(circuit)}
 {roles_section}
 <section><h2>Parameters</h2>{_table(run_params)}</section>
 <section><h2>Results</h2>{_table(circuit.results)}</section>

@@ -23,6 +23,7 @@ from typing import Any
 
 from subcircuit.graph import NodeName, parse_edge, parse_node
 from subcircuit.report.roles import HeadRoles
+from subcircuit.report.stability import edge_opacity
 
 DEFAULT_MAX_EDGES = 300
 HTML_MAX_EDGES = 2000
@@ -224,6 +225,10 @@ def _node_fill(node: DrawnNode) -> str:
     return "#FFFFFF"
 
 
+def _freq_note(frequency: float | None) -> str:
+    return "" if frequency is None else f"; kept in {100 * frequency:.0f}% of bootstrap reruns"
+
+
 def render_svg(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edges: int = DEFAULT_MAX_EDGES,
                interactive: bool = False, title: str | None = None) -> str:
     """The circuit as a standalone SVG document (text). `interactive` adds the ids and data
@@ -253,13 +258,14 @@ def render_svg(circuit: Any, roles: dict[str, HeadRoles] | None = None, max_edge
         if 0 <= layer < math.inf:
             out.append(f'<text x="{MARGIN_X}" y="{y + 4:.1f}" font-size="11" fill="#888">L{int(layer)}</text>')
     out.append('<g class="edges" fill="none">')
+    freq = {r["edge"]: r.get("frequency") for r in circuit.edges if r.get("in_circuit")}
     for e in reversed(lay.edges):  # the strongest edges on top
         dash = ' stroke-dasharray="5,3"' if e.score < 0 else ""
         data = (f' class="edge" data-rank="{e.rank}" data-edge="{escape(e.edge)}" data-score="{e.score!r}"'
                 f' data-sender="{escape(e.sender)}" data-receiver="{escape(e.receiver)}"' if interactive else "")
         out.append(f'<path d="{e.path}" stroke="{KIND_COLOURS[e.kind]}" stroke-width="{e.width}"'
-                   f' stroke-opacity="0.8"{dash}{data}><title>{escape(e.edge)}: score {fmt_score(e.score)}'
-                   f"</title></path>")
+                   f' stroke-opacity="{edge_opacity(freq.get(e.edge))}"{dash}{data}><title>{escape(e.edge)}: score '
+                   f"{fmt_score(e.score)}{_freq_note(freq.get(e.edge))}</title></path>")
     out.append("</g>")
     out.append('<g class="nodes">')
     for n in lay.nodes:

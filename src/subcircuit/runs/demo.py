@@ -271,6 +271,13 @@ def head_labels(folder: Any) -> dict[str, str]:
     return {h: r.label for h, r in load_roles(path).items() if r.label}
 
 
+def _heldout(res: dict[str, Any]) -> str:
+    f = res.get("faithfulness_heldout")
+    if "n_examples_heldout" not in res:
+        return "—"
+    return f"{'n/a' if f is None else f'{f:.3f}'} ({res['n_examples_heldout']} prompts)"
+
+
 def write_index(out: str, runs: list[DiscoveryRun]) -> Any:
     """`out/index.html`: one self-contained page linking every run's report, with the summary."""
     from html import escape
@@ -288,14 +295,14 @@ def write_index(out: str, runs: list[DiscoveryRun]) -> Any:
             f"<tr><td><a href='{escape(rel)}/report.html'>{escape(r.label)}</a></td>"
             f"<td>{escape(r.circuit.model)}</td><td>{escape(r.circuit.method)}</td>"
             f"<td>{res.get('n_edges_in_circuit')} / {res.get('n_edges_total')}</td>"
-            f"<td>{'n/a' if faith is None else f'{faith:.3f}'}</td>"
+            f"<td>{'n/a' if faith is None else f'{faith:.3f}'}</td><td>{_heldout(res)}</td>"
             f"<td>{escape(', '.join(f'{h}: {lab}' for h, lab in labels.items()) or '—')}</td>"
             f"<td>{r.seconds:.1f} s</td><td><a href='{escape(rel)}/circuit.svg'>svg</a></td></tr>")
     html = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>subcircuit demo runs</title>"
             "<style>body{font-family:Helvetica,Arial,sans-serif;margin:24px}td,th{padding:4px 12px 4px 0;"
             "text-align:left;vertical-align:top;border-bottom:1px solid #eee}table{border-collapse:collapse}"
             "</style></head><body><h1>subcircuit demo runs</h1><table><tr><th>run</th><th>model</th>"
-            "<th>method</th><th>edges</th><th>faithfulness</th><th>labelled heads</th><th>time</th><th></th></tr>"
+            "<th>method</th><th>edges</th><th>faithfulness</th><th>held-out faithfulness</th><th>labelled heads</th><th>time</th><th></th></tr>"
             + "".join(rows) + "</table></body></html>\n")
     path = Path(out) / "index.html"
     atomic_write_text(path, html)

@@ -95,14 +95,22 @@ def discover(
     progress: ProgressFn = no_progress,
     report: bool = True,
     candidate_scores: torch.Tensor | None = None,
+    bootstrap: int | None = None,
 ) -> Circuit:
     """Run a discovery method and return (and with `out`, write) the circuit; with `out` and
     `report`, also its head roles, `circuit.svg` and `report.html`.
 
     `candidate_scores` [n_edges]: EAP-IG scores already computed for the same model, task, prompts
     and EAP-IG options (e.g. an `eap-ig` run's circuit.json); `--candidates` then selects from them
-    instead of running EAP-IG again."""
+    instead of running EAP-IG again.
+
+    `bootstrap` B: then rerun the method on B resampled discovery sets and record each edge's
+    frequency and the stability summary (`runs.bootstrap`)."""
     options = options if options is not None else DiscoverOptions()
+    if bootstrap is not None:
+        from subcircuit.runs.bootstrap import check_reruns
+
+        check_reruns(bootstrap)
     session = open_session(model, task, options)
     if candidate_scores is not None:
         if tuple(candidate_scores.shape) != (session.graph.n_edges,):
@@ -113,6 +121,10 @@ def discover(
     if resume and (out_dir is None or not any((out_dir / f).exists() for f in options.spec.checkpoint_files)):
         log.warning("nothing to resume in %s; starting afresh", out_dir)
     circuit = run_in_session(session, options, out_dir, resume=resume, progress=progress)
+    if bootstrap:
+        from subcircuit.runs.bootstrap import bootstrap_session
+
+        circuit, _ = bootstrap_session(session, options, bootstrap, out_dir, progress, circuit=circuit)
     if out_dir is not None and report:
         from subcircuit.runs.report import report_run
 

@@ -8,6 +8,8 @@ A run is (model, task, `DiscoverOptions`):
   the memory estimate exceeds the free memory), the compute `dtype` (None is resolved at once:
   float32 on CPU, bfloat16 on CUDA, so circuit.json and checkpoint headers name it) and
   `offload` ("cpu": layers that do not fit on the GPUs stay in host memory);
+  the memory estimate exceeds the free memory), and `n_eval`, the held-out evaluation prompts
+  (`tasks.split`; it does not change the circuit, so it is not in the run's header);
 - `method_options`: an instance of the method's own frozen options dataclass (its
   `MethodSpec.options`; `methods.base.option` fields), at its defaults when not given;
 - `select`: for a score method (`MethodSpec.selects_circuit` False), how the run chooses its
@@ -38,10 +40,10 @@ __all__ = ["RUN_FIELDS", "DiscoverOptions", "run_header"]
 
 # the run-level fields, in the order of `flat()`
 RUN_FIELDS = ("method", "metric", "ablation", "granularity", "n_examples", "seed", "device", "force", "dtype",
-              "offload", "positions")
+              "offload", "positions", "n_eval")
 POSITIONS = ("spans",)  # --positions: a position-aware graph with an edge per prompt span
 # run-level fields that do not change the result (left out of a run's header)
-NOT_IN_HEADER = ("device", "force", "offload")
+NOT_IN_HEADER = ("device", "force", "offload", "n_eval")
 
 
 def _device_kind(device: str) -> str:
@@ -67,6 +69,7 @@ class DiscoverOptions:
     dtype: str | None = None  # compute dtype (`--dtype`); None: float32 on CPU, bfloat16 on CUDA (resolved here)
     offload: str | None = None  # "cpu": layers that do not fit on the GPUs stay in host memory (`--offload cpu`)
     positions: str | None = None  # "spans": the position-aware graph (`subcircuit.positional`); None: plain
+    n_eval: int | None = None  # held-out prompts (`--n-eval`; None: tasks.split.DEFAULT_N_EVAL; 0: none)
     method_options: Any = None  # an instance of the method's options dataclass (None: its defaults)
     select: SelectOptions | None = None  # score methods only (None: the defaults)
 
@@ -82,6 +85,9 @@ class DiscoverOptions:
         if self.n_examples is not None and (isinstance(self.n_examples, bool) or not isinstance(self.n_examples, int)
                                             or self.n_examples < 1):
             raise UserError(f"--n-examples {self.n_examples} is invalid; expected at least 1")
+        if self.n_eval is not None and (isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int)
+                                        or self.n_eval < 0):
+            raise UserError(f"--n-eval {self.n_eval} is invalid; expected 0 or more")
         if self.method_options is None:
             object.__setattr__(self, "method_options", spec.options())
         elif type(self.method_options) is not spec.options:

@@ -16,7 +16,9 @@ the metric, the graph and the `Problem` (the ablation and the full model's logit
 3. the scores and the metrics are checked (a NaN or infinite value stops the run with one line
    instead of writing a silently wrong circuit);
 4. faithfulness: the metric of the circuit, against the full and the empty graph, which are
-   measured once per session (`Session.baseline`);
+   measured once per session (`Session.baseline`), on the discovery prompts and on the
+   session's held-out prompts (`Session.heldout`: `--n-eval`, disjoint from the discovery
+   prompts, `tasks.split`; `evaluation.heldout`);
 5. the `Circuit` (with every option of the run, the seed and the versions, so the same options
    give the same circuit.json apart from `timings_s`), written to `out/circuit.json`.
 
@@ -45,6 +47,7 @@ import torch
 from subcircuit.circuit import Circuit, edge_records
 from subcircuit.errors import UserError
 from subcircuit.evaluation.faithfulness import Baseline, baseline, measure
+from subcircuit.evaluation.heldout import HeldOut
 from subcircuit.graph import Graph, build_graph
 from subcircuit.methods import (
     Context,
@@ -55,6 +58,7 @@ from subcircuit.methods import (
     no_progress,
     select_circuit,
 )
+from subcircuit.methods.defaults import bad_combination, ranking_for, recommended, resolve_metric
 from subcircuit.methods.selection import check_select
 from subcircuit.models import LoadedModel, dtype_name, load
 from subcircuit.positional import PositionalGraph, positional_graph
@@ -63,6 +67,7 @@ from subcircuit.runs.options import RUN_FIELDS, DiscoverOptions, run_header
 from subcircuit.tasks import get_metric, get_task
 from subcircuit.tasks.base import Task
 from subcircuit.tasks.spans import single_span
+from subcircuit.tasks.split import heldout_task
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,8 @@ class Session:
     opened: float = field(default_factory=time.perf_counter)  # when opening began (perf_counter)
     cache: dict[Any, Any] = field(default_factory=dict)  # the runs' reusable work (Context.cache)
     runs: int = 0  # runs made so far
+    heldout: HeldOut | None = None  # the held-out evaluation prompts (None: --n-eval 0 or none left)
+    metric_by_default: bool = False  # the metric is the method's recommended one (no --metric given)
 
     @cached_property
     def baseline(self) -> Baseline:
@@ -126,7 +133,8 @@ def open_session(model: str | Path | LoadedModel, task: str | Path, options: Dis
                         f"give dtype={dtype_name(loaded.model.dtype)!r}")
     load_s = time.perf_counter() - t0
     task_obj = get_task(task, loaded, options.n_examples, options.seed)
-    metric_name = options.metric or task_obj.metric or "kl"
+    metric_name, by_default = resolve_metric(options.method, options.metric, _natural_metric(task, task_obj),
+                                             task_obj.metric)
     metric = get_metric(metric_name)
     graph = build_graph(loaded.cfg, options.granularity)
     if options.positions == "spans":
@@ -136,7 +144,31 @@ def open_session(model: str | Path | LoadedModel, task: str | Path, options: Dis
     torch.manual_seed(options.seed)
     problem = make_problem(loaded.model, graph, task_obj, metric, options.ablation)
     name = str(model) if isinstance(model, str | Path) else loaded.name
-    return Session(loaded, task_obj, metric_name, graph, problem, options, name, str(task), load_s, t0)
+    heldout = None
+    eval_task = heldout_task(task, loaded, task_obj, options.n_eval, options.seed)
+    if eval_task is not None:
+        heldout = HeldOut(loaded.model, graph, eval_task, metric, options.ablation)
+    return Session(loaded, task_obj, metric_name, graph, problem, options, name, str(task), load_s, t0,
+                   heldout=heldout, metric_by_default=by_default)
+
+
+def _natural_metric(task: str | Path, task_obj: Task) -> str | None:
+    """The metric the task's paper reports (a built-in task's `natural_metric`; a file's own)."""
+    from subcircuit.tasks import TASKS
+
+    spec = TASKS.get(str(task))
+    return spec.natural_metric if spec is not None else task_obj.metric
+
+
+def resolve_select(options: DiscoverOptions, metric: str) -> tuple[Any, list[str]]:
+    """(the run's selection with the method's recommended ranking under `metric` filled in, the
+    choices taken from the method's defaults)."""
+    sel = options.select
+    if sel is None or sel.ranking is not None:
+        return sel, []
+    from dataclasses import replace
+
+    return replace(sel, ranking=ranking_for(options.method, metric)), ["ranking"]
 
 
 def positional_problem(task: Task, graph: Graph) -> tuple[Task, Graph]:
@@ -227,9 +259,15 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
     res = _method_result(session, options, ctx)
     scores, keep, params = res.scores, res.in_circuit, dict(res.params)
     info: dict[str, Any] = {}
+    select, by_default = resolve_select(options, session.metric_name)
+    if session.metric_by_default:
+        by_default = ["metric", *by_default]
+    warning = bad_combination(options.method, session.metric_name, None if select is None else select.ranking)
+    if warning and session.runs == 0:  # once per session (not again for each run of a sweep or bootstrap)
+        log.warning("%s", warning)
     if keep is None:
-        assert options.select is not None
-        keep, chosen, info = select_circuit(graph, scores, options.select)
+        assert select is not None
+        keep, chosen, info = select_circuit(graph, scores, select)
         params.update(chosen)
     info.update(res.info)
     t_method = time.perf_counter() - t1
@@ -237,8 +275,13 @@ def run_in_session(session: Session, options: DiscoverOptions, out: str | Path |
     params.update(seed=options.seed, n_examples=session.task.n)
     if isinstance(graph, PositionalGraph):
         params["span_example"] = span_example(session.task, session.loaded)
-    results: dict[str, Any] = measure(session.problem, graph.from_flat(keep.float()), session.baseline)
+    if by_default:
+        params["defaults"] = {"chosen": by_default, "source": recommended(options.method).source}
+    mask = graph.from_flat(keep.float())
+    results: dict[str, Any] = measure(session.problem, mask, session.baseline)
     check_results(results, options.method)
+    if session.heldout is not None:
+        results.update(session.heldout.measure(mask))
     results.update(n_edges_total=graph.n_edges, n_edges_in_circuit=int(keep.sum()))
     results.update({k: v for k, v in info.items() if isinstance(v, int | float | list)})
     now = time.perf_counter()

@@ -260,7 +260,8 @@ def sweep(model, task, options: DiscoverOptions, thresholds: Sequence[float] | N
         res = c.results
         rows.append({"run": name, **{k: v for k, v in c.params.items() if k in ("threshold", "edges")},
                      "n_edges": int(runs[name][0].sum()), "metric_circuit": res["metric_circuit"],
-                     "faithfulness": res["faithfulness"]})
+                     "faithfulness": res["faithfulness"],
+                     **({"faithfulness_heldout": res["faithfulness_heldout"]} if "n_examples_heldout" in res else {})})
     ref = _reference_rows(graph, runs, session.loaded.name, str(task), by_threshold)
     if ref is not None:
         for row in rows:
@@ -286,7 +287,8 @@ def _none_nan(x: Any) -> Any:
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The sweep summary as a markdown table."""
     rows = summary["runs"]
-    cols = [c for c in ("run", "threshold", "edges", "n_edges", "metric_circuit", "faithfulness", "edge_tpr",
+    cols = [c for c in ("run", "threshold", "edges", "n_edges", "metric_circuit", "faithfulness",
+                        "faithfulness_heldout", "edge_tpr",
                         "edge_fpr", "node_tpr", "node_fpr") if any(c in r for r in rows)]
     head = (f"# Sweep: {summary['method']} on {summary['model']} / {summary['task']}\n\n"
             f"{summary['granularity']}, {summary['ablation']} ablation, metric {summary['metric']}; "

@@ -4,13 +4,18 @@
     {"clean": "When Mary and John went out, John thanked", "corrupted": "When Anna and Paul went out, Kevin thanked", "correct": " Mary", "wrong": " John"}
     {"clean": "...", "corrupted": "...", "correct": [" he", " him"], "wrong": [" she", " her"]}
 
-Example fields (all required, no others allowed):
+Example fields (the four below are required; `split` is the only optional one, no others allowed):
 - `clean`: the prompt that shows the behaviour; the metric reads the next-token prediction
   after its last token.
 - `corrupted`: a contrasting prompt that must tokenize to exactly as many tokens as `clean`.
   Neither may be longer than the model's context (`n_ctx`).
 - `correct`, `wrong`: one answer or a list of answers; each must be a single token for the
   model's tokenizer (mind the leading space: " Mary").
+
+- `split` (optional): `"discovery"` or `"eval"`. When any line is marked, the `"eval"` lines are the
+  held-out evaluation prompts and all other lines the discovery prompts; without marks the first
+  `--n-examples` lines are for discovery and the lines after them for evaluation
+  (`subcircuit.tasks.split`).
 
 For models without a tokenizer (toy and tracr models) prompts are lists of token ids and answers
 are ids: `{"clean": [0, 5, 9, 5], "corrupted": [0, 7, 9, 5], "correct": 9, "wrong": [3, 4]}`.
@@ -45,7 +50,8 @@ from subcircuit.tasks.spans import Piece, check_schema, span_ids, token_counts
 FORMAT = "subcircuit.task/1"
 EXAMPLE_FIELDS = ("clean", "corrupted", "correct", "wrong")
 HEADER_FIELDS = ("format", "name", "metric", "description", "spans")
-OPTIONAL_FIELDS = ("spans",)
+OPTIONAL_FIELDS = ("spans", "split")
+SPLITS = ("discovery", "eval")
 
 Prompt = str | tuple[int, ...]
 Answer = str | int
@@ -60,6 +66,7 @@ class TaskExample:
     correct: tuple[Answer, ...]
     wrong: tuple[Answer, ...]
     spans: tuple[Piece, ...] | None = None  # the clean prompt cut into named spans (optional)
+    split: str | None = None  # "discovery" or "eval" when the line marks it
 
     def to_json(self) -> dict[str, Any]:
         def prompt(p: Prompt) -> Any:
@@ -76,6 +83,8 @@ class TaskExample:
         }
         if self.spans is not None:
             out["spans"] = [list(p) for p in self.spans]
+        if self.split is not None:
+            out["split"] = self.split
         return out
 
 
@@ -143,7 +152,7 @@ def _parse_example(obj: Any, at: _Where) -> TaskExample:
     if isinstance(clean, str) != isinstance(corrupted, str):
         raise at.error("must be of the same kind as 'clean' (both text or both token ids)", "corrupted")
     return TaskExample(clean, corrupted, _answers(obj, "correct", at), _answers(obj, "wrong", at),
-                       _spans(obj, at))
+                       _spans(obj, at), _split(obj, at))
 
 
 def _spans(obj: dict[str, Any], at: _Where) -> tuple[Piece, ...] | None:
@@ -156,6 +165,13 @@ def _spans(obj: dict[str, Any], at: _Where) -> tuple[Piece, ...] | None:
     if not ok:
         raise at.error("must be a non-empty list of [name, text] (or [name, token count]) pairs", "spans")
     return tuple((p[0], p[1]) for p in value)
+
+
+def _split(obj: dict[str, Any], at: _Where) -> str | None:
+    split = obj.get("split")
+    if split is not None and split not in SPLITS:
+        raise at.error(f"must be one of {', '.join(SPLITS)}, not {split!r}", "split")
+    return split
 
 
 def _parse_header(obj: dict[str, Any], at: _Where) -> dict[str, str]:
@@ -252,8 +268,38 @@ def _answer_id(a: Answer, key: str, tok: Any, vocab: int, model: str, at: _Where
     return int(ids[0])
 
 
+def marks_split(tf: TaskFile) -> bool:
+    """Whether any line of the file marks its split."""
+    return any(ex.split is not None for ex in tf.examples)
+
+
+def split_of(tf: TaskFile, split: str) -> TaskFile:
+    """The file's lines of one split ("eval": the lines marked eval; "discovery": all others)."""
+    pairs = [(ex, ln) for ex, ln in zip(tf.examples, tf.lines or range(1, len(tf.examples) + 1), strict=True)
+             if (ex.split == "eval") == (split == "eval")]
+    return replace(tf, examples=tuple(p[0] for p in pairs), lines=tuple(p[1] for p in pairs))
+
+
+def eval_pool(path: str | Path, loaded: Any, n_discovery: int) -> Task | None:
+    """The candidate evaluation prompts of a task file (see the module docstring): its "eval"
+    lines when it marks a split, else the lines after the first `n_discovery`; None if none."""
+    tf = read_task_file(path)
+    if marks_split(tf):
+        tf = split_of(tf, "eval")
+    else:
+        tf = replace(tf, examples=tf.examples[n_discovery:], lines=tf.lines[n_discovery:])
+    tf = replace(tf, examples=tuple(replace(ex, split=None) for ex in tf.examples))
+    return tokenize_task_file(tf, loaded) if tf.examples else None
+
+
 def tokenize_task_file(tf: TaskFile, loaded: Any, n: int | None = None) -> Task:
-    """Turn a parsed task file into a Task for `loaded`'s tokenizer (first n examples if given)."""
+    """Turn a parsed task file into a Task for `loaded`'s tokenizer (first n examples if given).
+    A file that marks a split gives its discovery lines only (`split_of`)."""
+    if marks_split(tf):
+        tf = split_of(tf, "discovery")
+        if not tf.examples:
+            raise UserError(f"task file {tf.path}: every line is marked \"split\": \"eval\"; "
+                            "mark some \"discovery\" (or leave them unmarked)")
     tok, vocab, n_ctx = getattr(loaded, "tokenizer", None), loaded.cfg.vocab_size, context_length(loaded)
     model = getattr(loaded, "name", "this model")
     clean, corrupted, correct, wrong, prompts, pieces, counts = [], [], [], [], [], [], []
