@@ -127,10 +127,7 @@ def node_patching(problem: Problem, options: NodePatchingOptions, ctx: Context) 
 def _example(problem: Problem, i: int) -> Problem:
     """The problem restricted to example i (batch of 1)."""
     t = problem.task
-    task = dataclasses.replace(t, clean=t.clean[i : i + 1], corrupted=t.corrupted[i : i + 1],
-                               positions=t.positions[i : i + 1], correct=t.correct[i : i + 1],
-                               wrong=t.wrong[i : i + 1],
-                               span_ids=None if t.span_ids is None else t.span_ids[i : i + 1])
+    task = t.rows([i])
     a = problem.ablation
     abl = Ablation(a.kind, a.outputs[:, i : i + 1], a.base[:, i : i + 1])
     return dataclasses.replace(problem, task=task, ablation=abl, base_logits=problem.base_logits[i : i + 1])

@@ -57,10 +57,7 @@ def shard_problem(model: Any, graph: Any, task: Any, metric: Any, ablation: str,
     from subcircuit.patching import make_ablation
 
     task = task.to(model.device)
-    rows = slice(lo, hi)
-    part = replace(task, clean=task.clean[rows], corrupted=task.corrupted[rows], positions=task.positions[rows],
-                   correct=task.correct[rows], wrong=task.wrong[rows],
-                   prompts=tuple(task.prompts[rows]) if task.prompts else ())
+    part = task.rows(slice(lo, hi))
     problem = make_problem(model, graph, part, metric, ablation)
     if ablation == "mean":
         abl = make_ablation(model, graph, "mean", part.clean, part.corrupted, reference=task.corrupted)

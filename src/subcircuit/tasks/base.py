@@ -10,7 +10,7 @@ padding after it, so no attention mask is needed; the metric reads each example 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,24 @@ class Task:
     @property
     def n(self) -> int:
         return self.clean.shape[0]
+
+    def rows(self, index: Sequence[int] | slice) -> Task:
+        """The examples `index` of this task (repeats allowed), every per-example field taken
+        along: prompts, answers, positions, span ids, and `meta` lists of one item per example."""
+        from dataclasses import replace
+
+        picked = list(range(self.n))[index] if isinstance(index, slice) else [int(i) for i in index]
+        if not picked:
+            raise ValueError(f"task {self.name!r}: an empty subset")
+        idx = torch.tensor(picked, dtype=torch.long, device=self.clean.device)
+        meta = {k: ([v[i] for i in picked] if isinstance(v, list | tuple) and len(v) == self.n else v)
+                for k, v in self.meta.items()}
+        prompts = tuple(self.prompts[i] for i in picked) if len(self.prompts) == self.n else self.prompts
+        return replace(self, clean=self.clean[idx], corrupted=self.corrupted[idx],
+                       positions=self.positions[idx.to(self.positions.device)],
+                       correct=self.correct[idx.to(self.correct.device)], wrong=self.wrong[idx.to(self.wrong.device)],
+                       prompts=prompts, meta=meta,
+                       span_ids=None if self.span_ids is None else self.span_ids[idx.to(self.span_ids.device)])
 
     def to(self, device: torch.device | str) -> Task:
         from dataclasses import replace

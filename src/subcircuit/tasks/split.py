@@ -26,11 +26,8 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from subcircuit.errors import UserError
 from subcircuit.tasks.base import Task
@@ -62,16 +59,8 @@ def prompt_keys(task: Task) -> list[tuple[Any, ...]]:
 
 
 def subset_task(task: Task, index: Sequence[int]) -> Task:
-    """The examples `index` of `task` (repeats allowed), with per-example `meta` lists and the
-    prompts taken along."""
-    if not index:
-        raise ValueError(f"task {task.name!r}: an empty subset")
-    idx = torch.tensor(list(index), dtype=torch.long)
-    meta = {k: ([v[i] for i in index] if isinstance(v, list | tuple) and len(v) == task.n else v)
-            for k, v in task.meta.items()}
-    prompts = tuple(task.prompts[i] for i in index) if len(task.prompts) == task.n else task.prompts
-    return replace(task, clean=task.clean[idx], corrupted=task.corrupted[idx], positions=task.positions[idx],
-                   correct=task.correct[idx], wrong=task.wrong[idx], prompts=prompts, meta=meta)
+    """The examples `index` of `task` (repeats allowed); see `Task.rows`."""
+    return task.rows(index)
 
 
 def resample_task(task: Task, seed: int) -> Task:
