@@ -36,6 +36,7 @@ from subcircuit.errors import UserError
 from subcircuit.evaluation.faithfulness import Baseline, metric_values
 from subcircuit.methods import Context, Problem, get_method
 from subcircuit.runs.options import DiscoverOptions
+from subcircuit.runs.pipeline import run_metric
 
 __all__ = ["PARALLEL_METHODS", "ShardPool", "ShardScorer", "shard_bounds", "shard_problem"]
 
@@ -78,10 +79,10 @@ class ShardScorer:
 
         torch.set_num_threads(max(1, threads))
         check_device(options.device)
-        self.loaded = load(model, options.device)
+        self.loaded = load(model, options.device, options.dtype)
         self.task = get_task(task, self.loaded, options.n_examples, options.seed)
         self.graph = build_graph(self.loaded.cfg, options.granularity)
-        self.metric = get_metric(options.metric or self.task.metric or "kl")
+        self.metric = get_metric(run_metric(task, self.task, options)[0])  # the metric a one-process run uses
         self.options = options
         self.problems: dict[tuple[int, int], Problem] = {}
 

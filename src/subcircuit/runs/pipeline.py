@@ -133,8 +133,7 @@ def open_session(model: str | Path | LoadedModel, task: str | Path, options: Dis
                         f"give dtype={dtype_name(loaded.model.dtype)!r}")
     load_s = time.perf_counter() - t0
     task_obj = get_task(task, loaded, options.n_examples, options.seed)
-    metric_name, by_default = resolve_metric(options.method, options.metric, _natural_metric(task, task_obj),
-                                             task_obj.metric)
+    metric_name, by_default = run_metric(task, task_obj, options)
     metric = get_metric(metric_name)
     graph = build_graph(loaded.cfg, options.granularity)
     if options.positions == "spans":
@@ -150,6 +149,12 @@ def open_session(model: str | Path | LoadedModel, task: str | Path, options: Dis
         heldout = HeldOut(loaded.model, graph, eval_task, metric, options.ablation)
     return Session(loaded, task_obj, metric_name, graph, problem, options, name, str(task), load_s, t0,
                    heldout=heldout, metric_by_default=by_default)
+
+
+def run_metric(task: str | Path, task_obj: Task, options: DiscoverOptions) -> tuple[str, bool]:
+    """(the run's metric name, whether it is the method's default rather than the user's choice):
+    `options.metric`, else the metric the method's authors use on this task (`methods.defaults`)."""
+    return resolve_metric(options.method, options.metric, _natural_metric(task, task_obj), task_obj.metric)
 
 
 def _natural_metric(task: str | Path, task_obj: Task) -> str | None:
