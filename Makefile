@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # optional-dependency groups of pyproject.toml installed into .venv (e.g. `dev,tracr`)
-EXTRAS ?= dev,tracr,ray
+EXTRAS ?= dev,tracr,ray,notebook
 STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml requirements-extra.txt; echo '$(EXTRAS)') 2>/dev/null | cksum | cut -d' ' -f1)
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 

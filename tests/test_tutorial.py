@@ -35,8 +35,9 @@ def kernel_spec(tmp_path, monkeypatch) -> str:
 
 @pytest.mark.slow
 def test_tutorial_notebook_runs_in_a_kernel(kernel_spec) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient  # the `notebook` extra (installed by `make test`)
+    import nbformat
+
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name=kernel_spec, timeout=600, allow_errors=False,
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
