@@ -107,3 +107,27 @@ def test_check_memory_refuses_or_forces(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_free_gpu_memory():
     assert memory.free_bytes("cuda") > 0
+
+
+def test_evaluation_batch_comes_from_free_memory(monkeypatch):
+    """The evaluation batch (mask configurations per call) is sized by the device's free memory."""
+    import importlib
+
+    from subcircuit.evaluation.faithfulness import eval_batch, metric_values
+    from subcircuit.graph import build_graph
+    from subcircuit.methods import make_problem
+    from subcircuit.models import load
+    from subcircuit.tasks import get_metric, get_task
+
+    placement = importlib.import_module("subcircuit.models.placement")  # the module, not the function
+    loaded = load("toy-induction-2l")
+    g = build_graph(loaded.cfg, "heads-qkv")
+    task = get_task("induction", loaded, 4, 0)
+    problem = make_problem(loaded.model, g, task, get_metric("kl"), "corrupted")
+    b, p = task.clean.shape
+    per = (len(g.senders) + 8) * b * p * loaded.cfg.d_model * 4
+    for free, want in ((None, 8), (0, 1), (2 * per * 5, 5), (10**15, 64)):
+        monkeypatch.setattr(placement, "free_bytes", lambda device="cpu", f=free: f)
+        assert eval_batch(problem) == want
+    masks = torch.stack([g.full_mask(), torch.zeros(g.shape), g.full_mask() * 0.5])
+    assert metric_values(problem, masks, 1) == pytest.approx(metric_values(problem, masks), abs=1e-6)

@@ -108,7 +108,7 @@ def topk_masks(graph: Graph, scores: Tensor, ks: Sequence[int], absolute: bool =
 
 
 def faithfulness_curve(problem: Problem, scores: Tensor, fractions: Sequence[float] = FRACTIONS,
-                       absolute: bool = False, base: Baseline | None = None, batch: int = 8) -> Curve:
+                       absolute: bool = False, base: Baseline | None = None, batch: int | None = None) -> Curve:
     """Faithfulness of the top-k circuits of `scores` [n_edges] at each edge fraction."""
     g = problem.graph
     if scores.shape != (g.n_edges,):
@@ -139,7 +139,7 @@ class CprCmd:
                 "cmd_curve": self.cmd_curve.to_dict()}
 
 
-def cpr_cmd(problem: Problem, scores: Tensor, fractions: Sequence[float] = FRACTIONS, batch: int = 8) -> CprCmd:
+def cpr_cmd(problem: Problem, scores: Tensor, fractions: Sequence[float] = FRACTIONS, batch: int | None = None) -> CprCmd:
     """CPR (signed ranking, area under f) and CMD (|score| ranking, area under |1 − f|)."""
     base = baseline(problem)
     signed = faithfulness_curve(problem, scores, fractions, False, base, batch)

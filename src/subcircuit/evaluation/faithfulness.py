@@ -49,8 +49,26 @@ def faithfulness_value(circuit: float, full: float, empty: float) -> float | Non
     return f if math.isfinite(f) else None
 
 
-def metric_values(problem: Problem, masks: Tensor, batch: int = 8) -> list[float]:
-    """masks [c receiver sender] -> the metric's value for each configuration, `batch` at a time."""
+def eval_batch(problem: Problem, headroom: float = 0.5, most: int = 64) -> int:
+    """How many mask configurations one evaluation call may hold: `headroom` of the device's free
+    memory now over what a configuration's sender deltas take ([senders + 8, b, p, d_model] at the
+    model's dtype), 1..`most`; 8 when the free memory cannot be read."""
+    from subcircuit.models.placement import free_bytes
+
+    model = problem.model
+    dev = model.device
+    free = None if dev.type == "meta" else free_bytes(f"cuda:{dev.index or 0}" if dev.type == "cuda" else "cpu")
+    if free is None:
+        return 8
+    b, p = problem.task.clean.shape
+    per = (len(problem.graph.senders) + 8) * b * p * model.cfg.d_model * model.W_E.element_size()
+    return int(min(most, max(1, int(free * headroom) // max(per, 1))))
+
+
+def metric_values(problem: Problem, masks: Tensor, batch: int | None = None) -> list[float]:
+    """masks [c receiver sender] -> the metric's value for each configuration, `batch` at a time
+    (None: as many as fit in memory, `eval_batch`)."""
+    batch = batch or eval_batch(problem)
     out: list[float] = []
     dev = problem.model.device
     with torch.no_grad():
@@ -68,7 +86,7 @@ def baseline(problem: Problem) -> Baseline:
 
 
 def faithfulness_many(problem: Problem, masks: Tensor, base: Baseline | None = None,
-                      batch: int = 8) -> tuple[list[float], list[float | None]]:
+                      batch: int | None = None) -> tuple[list[float], list[float | None]]:
     """masks [c receiver sender] -> (metric values [c], faithfulness [c] (None where undefined))."""
     base = base or baseline(problem)
     values = metric_values(problem, masks, batch)

@@ -18,6 +18,7 @@ outputs back.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -134,3 +135,36 @@ def planned_devices(cfg: ModelConfig, dtype: torch.dtype, max_memory: dict[str |
         if k.startswith("blocks."):
             out.setdefault(str(v), []).append(int(k.split(".")[1]))
     return out
+
+
+def free_bytes(device: str = "cpu") -> int | None:
+    """Free memory of `device` in bytes (None when it cannot be read)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def gpu_free() -> list[int]:
+    """Free bytes of every visible GPU (`torch.cuda.mem_get_info`); [] without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [int(torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count())]

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from subcircuit.errors import UserError
+from subcircuit.models.placement import free_bytes, gpu_free  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -230,39 +231,6 @@ def batch_budget(free: int | None, est: MemoryEstimate, headroom: float = 0.9) -
     left = int(free * headroom) - est.total
     # rounded down to a power of two: small changes in free memory do not change the batches
     return 0 if left <= 0 else 1 << (left.bit_length() - 1)
-
-
-def free_bytes(device: str = "cpu") -> int | None:
-    """Free memory of `device` in bytes (None when it cannot be read)."""
-    if str(device).startswith("cuda"):
-        import torch
-
-        try:
-            return int(torch.cuda.mem_get_info(torch.device(device))[0])
-        except (RuntimeError, AssertionError):
-            return None
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def gpu_free() -> list[int]:
-    """Free bytes of every visible GPU (`torch.cuda.mem_get_info`); [] without CUDA."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    return [int(torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count())]
 
 
 def what_fits(est: MemoryEstimate, free: int, dtype: str, cuda: bool, offload: str | None) -> str:
