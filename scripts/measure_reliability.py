@@ -1,7 +1,7 @@
 """The figures of docs/reliability.md (issue 19): held-out faithfulness, bootstrap stability and the
 per-method defaults, on SmolLM2-135M IOI (16 discovery prompts, 64 held-out prompts).
 
-    python scripts/measure_reliability.py defaults   # EAP, EAP-IG, Edge Pruning at 1% of edges: old vs new defaults
+    python scripts/measure_reliability.py defaults [METHOD [METRIC]]  # EAP, EAP-IG, Edge Pruning at 1% of edges: old vs new defaults
     python scripts/measure_reliability.py heldout    # the demo's EAP-IG and ACDC circuits: discovery vs held-out
     python scripts/measure_reliability.py bootstrap  # EAP-IG --bootstrap 10 (--edges 100, logit diff)
 
@@ -44,6 +44,10 @@ def defaults(loaded) -> None:
     plan = [(m, r) for m in ("eap", "eap-ig") for r in ("signed", "abs")]
     phases = [("logit-diff", plan), ("kl", plan), ("kl", [("edge-pruning", None)]),
               ("logit-diff", [("edge-pruning", None)])]
+    if len(sys.argv) > 2:  # e.g. `defaults edge-pruning [logit-diff]`: only that method (under that metric)
+        phases = [(m, [(x, r) for x, r in p if x == sys.argv[2]]) for m, p in phases
+                  if len(sys.argv) < 4 or m == sys.argv[3]]
+        phases = [(m, p) for m, p in phases if p]
     for metric, plan in phases:
         s = open_session(loaded, TASK, DiscoverOptions.build("eap", metric=metric, n_examples=N, n_eval=0))
         if not judges:
