@@ -49,10 +49,17 @@ def faithfulness_value(circuit: float, full: float, empty: float) -> float | Non
     return f if math.isfinite(f) else None
 
 
+def configs_fitting(free: int, n_senders: int, batch: int, seq: int, d_model: int, element_size: int,
+                    most: int = 64) -> int:
+    """How many mask configurations fit in `free` bytes: one takes its sender deltas,
+    [senders + 8, batch, seq, d_model] at `element_size` bytes; 1..`most`."""
+    per = (n_senders + 8) * batch * seq * d_model * element_size
+    return int(min(most, max(1, int(free) // max(per, 1))))
+
+
 def eval_batch(problem: Problem, headroom: float = 0.5, most: int = 64) -> int:
-    """How many mask configurations one evaluation call may hold: `headroom` of the device's free
-    memory now over what a configuration's sender deltas take ([senders + 8, b, p, d_model] at the
-    model's dtype), 1..`most`; 8 when the free memory cannot be read."""
+    """How many mask configurations one evaluation call may hold: `configs_fitting` in `headroom`
+    of the device's free memory now; 8 when the free memory cannot be read."""
     from subcircuit.models.placement import free_bytes
 
     model = problem.model
@@ -61,8 +68,8 @@ def eval_batch(problem: Problem, headroom: float = 0.5, most: int = 64) -> int:
     if free is None:
         return 8
     b, p = problem.task.clean.shape
-    per = (len(problem.graph.senders) + 8) * b * p * model.cfg.d_model * model.W_E.element_size()
-    return int(min(most, max(1, int(free * headroom) // max(per, 1))))
+    return configs_fitting(int(free * headroom), len(problem.graph.senders), b, p, model.cfg.d_model,
+                           model.W_E.element_size(), most)
 
 
 def metric_values(problem: Problem, masks: Tensor, batch: int | None = None) -> list[float]:

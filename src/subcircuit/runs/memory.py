@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from subcircuit.errors import UserError
+from subcircuit.evaluation.faithfulness import configs_fitting
 from subcircuit.models.placement import free_bytes, gpu_free  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,6 @@ def run_budget(model: Any, batch: int, seq: int, method: str, granularity: str, 
     `Transformer`): the device's free memory now (the weights already resident), less the run's
     activations, at `headroom` (see `batch_budget`); the evaluation batch is how many mask
     configurations' sender deltas fit in it (1..64, 8 when the free memory is unknown)."""
-    import torch
 
     cfg = model.cfg
     shape = Shape(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.vocab_size, 0)
@@ -297,5 +297,4 @@ def run_budget(model: Any, batch: int, seq: int, method: str, granularity: str, 
     if budget is None:
         return None, 8
     n_senders = 1 + (2 * cfg.n_layers if granularity == "layers" else cfg.n_layers * (cfg.n_heads + 1))
-    per = (n_senders + 8) * batch * seq * cfg.d_model * torch.empty((), dtype=model.W_E.dtype).element_size()
-    return budget, int(min(64, max(1, budget // max(per, 1))))
+    return budget, configs_fitting(budget, n_senders, batch, seq, cfg.d_model, model.W_E.element_size())
